@@ -1,0 +1,68 @@
+//! The sensor crate's one error enum.
+//!
+//! Variant names double as metric labels and log reasons: [`SensorError::kind`] returns the
+//! snake_case label used in `sensor_errors_total{kind}` and in stored events.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Every error the sensor surfaces to an operator or a caller.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// A configuration key has an invalid value or is unknown. `key` is the dotted TOML path
+    /// (e.g. `classify.probe_timeout_ms`), `source` says where the value came from.
+    #[error("invalid configuration: {key}: {reason}")]
+    Config { key: String, reason: String },
+
+    /// A configuration file could not be read or parsed.
+    #[error("cannot read configuration file {path}: {reason}")]
+    ConfigFile { path: PathBuf, reason: String },
+
+    /// A listener (P2P or metrics) could not bind its address: port in use, no permission,
+    /// address not assigned to this host.
+    #[error("cannot bind {what} on {address}: {source}")]
+    Bind { what: &'static str, address: SocketAddr, source: std::io::Error },
+
+    /// The persistent peer identity in the data directory is unreadable or malformed.
+    #[error("peer identity file {path}: {reason}")]
+    Identity { path: PathBuf, reason: String },
+
+    /// SQLite failed (open, migrate, write, query). Full disks and locked databases land here.
+    #[error("storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+
+    /// The storage writer queue is full or the writer thread has stopped; the event was not queued.
+    #[error("storage writer unavailable: {0}")]
+    StorageUnavailable(&'static str),
+
+    /// A filesystem operation outside SQLite failed (creating the data dir, …).
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+
+    /// The Kaspa P2P library reported an error we cannot recover from at start-up.
+    #[error("kaspa p2p: {0}")]
+    P2p(String),
+}
+
+impl SensorError {
+    /// The snake_case label of this error, used as a metric label and a log field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config { .. } => "config",
+            Self::ConfigFile { .. } => "config_file",
+            Self::Bind { .. } => "bind",
+            Self::Identity { .. } => "identity",
+            Self::Storage(_) => "storage",
+            Self::StorageUnavailable(_) => "storage_unavailable",
+            Self::Io { .. } => "io",
+            Self::P2p(_) => "p2p",
+        }
+    }
+
+    /// Wraps an I/O error with a human context (what was being done, on which path).
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+/// Result alias for the sensor crate.
+pub type Result<T, E = SensorError> = std::result::Result<T, E>;

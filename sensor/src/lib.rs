@@ -1,0 +1,14 @@
+//! The Kaspa P2P sensor (see the crate README and `../shared/design.md`).
+//!
+//! One peer's path through the modules: [`listen`] accepts and handshakes (with [`kaspa`]) →
+//! [`classify`] dials back and decides → [`store`] persists every [`event::Event`] → [`metrics`]
+//! counts it.
+
+pub mod classify;
+pub mod error;
+pub mod event;
+pub mod kaspa;
+pub mod listen;
+pub mod metrics;
+
+pub use error::{Result, SensorError};

@@ -1,0 +1,157 @@
+//! One prometheus-client registry for everything the sensor exports on `/metrics`.
+//!
+//! Names follow the seed sensor's (`sensor_connections_total`, …). prometheus-client appends
+//! `_total` to counters, so counters are registered without it. Units: seconds for durations,
+//! counts otherwise. No label carries a peer address or id (bounded cardinality): labels are
+//! closed enums (`direction`, `result`, `reason`, `classification`, `kind`).
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::classify::verdict::{Classification, VerdictReason};
+use crate::listen::admission::RejectReason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `inbound` | `outbound`
+    pub direction: &'static str,
+    /// `accepted` | `rejected` for inbound; `success` | `failure` for dial-back attempts.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassificationLabels {
+    pub classification: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub classification: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    /// kaspa-p2p-lib `KaspadMessagePayloadType` name, e.g. `Ping`, `RequestAddresses`.
+    pub message_type: &'static str,
+}
+
+/// Every metric the sensor exports. Clone the handles freely; they share state.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `sensor_connections_total{direction,result}`: inbound connections accepted/rejected,
+    /// dial-back attempts success/failure.
+    pub connections: Family<ConnectionLabels, Counter>,
+    /// `sensor_connections_active`: inbound peers currently held (goes down on close).
+    pub connections_active: Gauge,
+    /// `sensor_handshakes_pending`: inbound handshakes in progress.
+    pub handshakes_pending: Gauge,
+    /// `sensor_inbound_rejections_total{reason}`.
+    pub rejections: Family<ReasonLabels, Counter>,
+    /// `sensor_probes_total{classification}`: dial-back probes that finished (cache hits excluded).
+    pub probes: Family<ClassificationLabels, Counter>,
+    /// `sensor_verdicts_total{classification,reason}`: every verdict recorded, cache hits included.
+    pub verdicts: Family<VerdictLabels, Counter>,
+    /// `sensor_probe_duration_seconds`: wall time of a whole probe (all attempts).
+    pub probe_duration_seconds: Histogram,
+    /// `sensor_peers_classified_public_total`: verdicts `public` recorded.
+    pub peers_classified_public: Counter,
+    /// `sensor_peers_classified_private_total`: verdicts `private` recorded.
+    pub peers_classified_private: Counter,
+    /// `sensor_probe_queue_depth`: peers waiting for a dial-back.
+    pub probe_queue_depth: Gauge,
+    /// `sensor_probes_in_flight`: dial-backs running now.
+    pub probes_in_flight: Gauge,
+    /// `sensor_verdict_cache_hits_total`.
+    pub verdict_cache_hits: Counter,
+    /// `sensor_storage_events_total`: events committed to SQLite.
+    pub storage_events: Counter,
+    /// `sensor_storage_errors_total{kind}`: failed write batches (`full`, `locked`, `io`, `other`)
+    /// and events refused because the writer queue was full (`queue_full`).
+    pub storage_errors: Family<KindLabels, Counter>,
+    /// `sensor_storage_queue_depth`: events accepted but not yet committed.
+    pub storage_queue_depth: Gauge,
+    /// `sensor_messages_received_total{message_type}`: post-handshake messages from peers.
+    pub messages_received: Family<MessageLabels, Counter>,
+}
+
+impl Metrics {
+    /// Builds the metrics and a registry that exposes them, prefixed `sensor_`.
+    pub fn new() -> (std::sync::Arc<Self>, Registry) {
+        let metrics = Self {
+            probe_duration_seconds: Histogram::new(
+                [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter(),
+            ),
+            ..Default::default()
+        };
+        let mut registry = Registry::with_prefix("sensor");
+        let m = &metrics;
+        registry.register("connections", "Inbound connections by result and dial-back attempts by result", m.connections.clone());
+        registry.register("connections_active", "Inbound peers currently held", m.connections_active.clone());
+        registry.register("handshakes_pending", "Inbound handshakes in progress", m.handshakes_pending.clone());
+        registry.register("inbound_rejections", "Inbound connections refused, by reason", m.rejections.clone());
+        registry.register("probes", "Dial-back probes finished, by classification", m.probes.clone());
+        registry.register("verdicts", "Verdicts recorded (cache hits included), by classification and reason", m.verdicts.clone());
+        registry.register("probe_duration_seconds", "Wall time of a dial-back probe, all attempts", m.probe_duration_seconds.clone());
+        registry.register("peers_classified_public", "Verdicts 'public' recorded", m.peers_classified_public.clone());
+        registry.register("peers_classified_private", "Verdicts 'private' recorded", m.peers_classified_private.clone());
+        registry.register("probe_queue_depth", "Peers waiting for a dial-back probe", m.probe_queue_depth.clone());
+        registry.register("probes_in_flight", "Dial-back probes running", m.probes_in_flight.clone());
+        registry.register("verdict_cache_hits", "Verdicts served from the (ip,port) cache", m.verdict_cache_hits.clone());
+        registry.register("storage_events", "Events committed to SQLite", m.storage_events.clone());
+        registry.register("storage_errors", "Storage failures by kind", m.storage_errors.clone());
+        registry.register("storage_queue_depth", "Events accepted but not yet committed", m.storage_queue_depth.clone());
+        registry.register("messages_received", "Post-handshake messages received, by type", m.messages_received.clone());
+        // Pre-create the closed label sets so dashboards see zeros, not gaps.
+        for r in RejectReason::ALL {
+            let _ = m.rejections.get_or_create(&ReasonLabels { reason: r.as_str() });
+        }
+        for c in Classification::ALL {
+            let _ = m.probes.get_or_create(&ClassificationLabels { classification: c.as_str() });
+        }
+        for r in VerdictReason::ALL {
+            let _ = m.verdicts.get_or_create(&VerdictLabels { classification: r.classification().as_str(), reason: r.as_str() });
+        }
+        for result in ["accepted", "rejected"] {
+            let _ = m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result });
+        }
+        (std::sync::Arc::new(metrics), registry)
+    }
+
+    /// Counts one storage failure of `kind`.
+    pub fn storage_error(&self, kind: &'static str) {
+        self.storage_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts one verdict, with the classification-specific counters.
+    pub fn verdict(&self, reason: VerdictReason) {
+        let classification = reason.classification();
+        self.verdicts.get_or_create(&VerdictLabels { classification: classification.as_str(), reason: reason.as_str() }).inc();
+        match classification {
+            Classification::Public => self.peers_classified_public.inc(),
+            Classification::Private => self.peers_classified_private.inc(),
+            Classification::Unknown => 0,
+        };
+    }
+}
+
+/// Renders the registry in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Encoding into a String cannot fail (fmt::Write on String is infallible).
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
