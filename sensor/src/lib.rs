@@ -5,10 +5,15 @@
 //! counts it.
 
 pub mod classify;
+pub mod config;
+pub mod context;
 pub mod error;
 pub mod event;
+pub mod http;
 pub mod kaspa;
 pub mod listen;
 pub mod metrics;
+pub mod peer_report;
+pub mod store;
 
 pub use error::{Result, SensorError};

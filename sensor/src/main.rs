@@ -1,1 +1,149 @@
-fn main() {}
+//! `sensor`: command-line entry point. Parses arguments and dispatches; no logic lives here.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use sensor::{
+    config::{CliOverrides, Config},
+    kaspa::network::Network,
+};
+
+/// Kaspa P2P sensor: accepts inbound peers, completes the real handshake, classifies each peer
+/// public or private by a handshake-verified dial-back, stores every event in SQLite and serves
+/// Prometheus metrics. Without a subcommand, runs `listen`.
+#[derive(Debug, Parser)]
+#[command(name = "sensor", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Print a commented default sensor.toml and exit (same as `sensor config`).
+    #[arg(long)]
+    generate_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Accept, handshake, classify and store inbound Kaspa peers (the main job).
+    Listen(ListenArgs),
+    /// Print a commented default sensor.toml with every key, its default and its env variable.
+    Config,
+    /// Print stored peers and verdict counts from the SQLite store.
+    #[command(alias = "report")]
+    Peers(PeersArgs),
+}
+
+/// Flags override environment variables (`SENSOR_…`), which override the file, which overrides
+/// the defaults.
+#[derive(Debug, Args, Clone, Default)]
+struct ListenArgs {
+    /// TOML configuration file (see `sensor config`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// mainnet | testnet-10 | testnet-12 | devnet | simnet.
+    #[arg(long, value_name = "NAME")]
+    network: Option<Network>,
+    /// P2P listen address [default: 0.0.0.0:<network default port>].
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// Address advertised in our Version so peers gossip the sensor.
+    #[arg(long, value_name = "IP:PORT")]
+    external_address: Option<SocketAddr>,
+    /// Directory for the peer id and the SQLite store [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:9102].
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Lab mode: also probe private, loopback and documentation-range source IPs.
+    #[arg(long)]
+    allow_private_targets: bool,
+}
+
+#[derive(Debug, Args)]
+struct PeersArgs {
+    /// TOML configuration file, to find the data dir / database.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory holding sensor.sqlite [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The SQLite file itself (overrides --data-dir).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// How many peers to list, most recently seen first.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
+
+impl ListenArgs {
+    fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            network: self.network,
+            listen: self.listen,
+            external_address: self.external_address,
+            data_dir: self.data_dir.clone(),
+            metrics_listen: self.metrics_listen,
+            allow_private_targets: self.allow_private_targets.then_some(true),
+        }
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>, cli: &CliOverrides) -> sensor::Result<Config> {
+    let (config, warnings) = Config::load(file, std::env::vars(), cli)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> sensor::Result<()> {
+    if cli.generate_config {
+        print!("{}", Config::default_toml());
+        return Ok(());
+    }
+    match cli.command {
+        Some(Command::Config) => {
+            print!("{}", Config::default_toml());
+            Ok(())
+        }
+        Some(Command::Peers(args)) => {
+            let overrides = CliOverrides { data_dir: args.data_dir.clone(), ..CliOverrides::default() };
+            let config = load_config(args.config.as_deref(), &overrides)?;
+            let db = args.db.unwrap_or_else(|| config.database_path());
+            let stdout = std::io::stdout();
+            sensor::peer_report::write_report(&db, &mut stdout.lock(), args.limit)
+        }
+        Some(Command::Listen(args)) => listen(args),
+        None => listen(cli.listen),
+    }
+}
+
+fn listen(args: ListenArgs) -> sensor::Result<()> {
+    let config = load_config(args.config.as_deref(), &args.overrides())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
+    runtime.block_on(sensor::listen::run(config))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(kind = e.kind(), "{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

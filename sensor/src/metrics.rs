@@ -50,7 +50,7 @@ pub struct MessageLabels {
 }
 
 /// Every metric the sensor exports. Clone the handles freely; they share state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// `sensor_connections_total{direction,result}`: inbound connections accepted/rejected,
     /// dial-back attempts success/failure.
@@ -92,10 +92,24 @@ impl Metrics {
     /// Builds the metrics and a registry that exposes them, prefixed `sensor_`.
     pub fn new() -> (std::sync::Arc<Self>, Registry) {
         let metrics = Self {
+            connections: Family::default(),
+            connections_active: Gauge::default(),
+            handshakes_pending: Gauge::default(),
+            rejections: Family::default(),
+            probes: Family::default(),
+            verdicts: Family::default(),
             probe_duration_seconds: Histogram::new(
-                [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter(),
+                [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
             ),
-            ..Default::default()
+            peers_classified_public: Counter::default(),
+            peers_classified_private: Counter::default(),
+            probe_queue_depth: Gauge::default(),
+            probes_in_flight: Gauge::default(),
+            verdict_cache_hits: Counter::default(),
+            storage_events: Counter::default(),
+            storage_errors: Family::default(),
+            storage_queue_depth: Gauge::default(),
+            messages_received: Family::default(),
         };
         let mut registry = Registry::with_prefix("sensor");
         let m = &metrics;

@@ -1,1 +1,240 @@
+//! `sensor listen`: the main job. Wires identity, storage, metrics, the classifier and
+//! kaspa-p2p-lib's server together, and tears them down in order on SIGTERM/SIGINT.
+//!
+//! Start-up order: data dir + peer id → SQLite store → bind checks (P2P port, metrics port;
+//! failure exits non-zero with the address and the OS error) → metrics/health server →
+//! classifier → P2P server → `/readyz` turns 200 only once the P2P port is held.
+//! Shutdown order: `/readyz` 503 → refuse new peers → close held peers → let running probes
+//! finish within `listen.shutdown_grace_ms` (the rest are recorded `unknown/shutting_down`) →
+//! flush storage → exit 0.
+
 pub mod admission;
+pub mod inbound;
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use kaspa_p2p_lib::{Adaptor, Hub, pb};
+use tokio::sync::watch;
+
+use self::{
+    admission::{Admission, Limits},
+    inbound::{InboundInitializer, InboundSettings},
+};
+use crate::{
+    classify::{Classifier, ProbeSettings},
+    config::Config,
+    context::Context,
+    error::{Result, SensorError},
+    http,
+    kaspa::{identity, version::LocalVersion},
+    metrics::Metrics,
+    store::{Store, StoreOptions},
+};
+
+/// A started sensor. [`Sensor::start`] returns once the P2P port is bound and `/readyz` is 200;
+/// [`Sensor::shutdown`] stops it. `run` does both around a signal wait.
+pub struct Sensor {
+    ctx: Arc<Context>,
+    adaptor: Arc<Adaptor>,
+    ready: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    classifier_task: tokio::task::JoinHandle<()>,
+    http_task: tokio::task::JoinHandle<()>,
+    grace: Duration,
+    /// The P2P address actually listened on.
+    pub p2p_address: SocketAddr,
+    /// The metrics/health address actually listened on.
+    pub metrics_address: SocketAddr,
+    /// The sensor's persistent peer id (hex).
+    pub peer_id: String,
+}
+
+impl Sensor {
+    /// Starts everything (see the module docs).
+    ///
+    /// Errors: [`SensorError::Config`] for a P2P port of 0, [`SensorError::Bind`] when either
+    /// port cannot be bound, [`SensorError::Identity`]/[`SensorError::Io`] for the data dir,
+    /// [`SensorError::Storage`] when the database cannot be opened or migrated.
+    pub async fn start(config: &Config) -> Result<Self> {
+        let p2p_address = config.listen_address();
+        if p2p_address.port() == 0 {
+            return Err(SensorError::Config { key: "listen.address".into(), reason: "port 0 is not allowed".into() });
+        }
+        let id = identity::load_or_create(&config.data_dir)?;
+        let (metrics, registry) = Metrics::new();
+        let store = Store::open(
+            &config.database_path(),
+            StoreOptions {
+                batch_size: config.storage.batch_size,
+                flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
+                queue_capacity: config.storage.queue_capacity,
+                ..StoreOptions::default()
+            },
+            metrics.clone(),
+        )?;
+        check_bindable(p2p_address)?;
+        let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
+            SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
+        })?;
+        let metrics_address = http_listener.local_addr().map_err(|e| SensorError::io("metrics listener address", e))?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let http_task = tokio::spawn(http::serve(http_listener, Arc::new(registry), ready.clone(), shutdown_rx.clone()));
+
+        let ctx = Arc::new(Context { sensor_id: config.sensor_id(), network: config.network, store, metrics });
+        let c = &config.classify;
+        let grace = Duration::from_millis(config.listen.shutdown_grace_ms);
+        let (classifier, classifier_task) = Classifier::start(
+            ctx.clone(),
+            ProbeSettings {
+                timeout: Duration::from_millis(c.probe_timeout_ms),
+                attempts: c.probe_attempts,
+                retry_delay: Duration::from_millis(c.probe_retry_delay_ms),
+                concurrency: c.concurrency,
+                queue_capacity: c.queue_capacity,
+                cache_ttl: Duration::from_secs(c.cache_ttl_secs),
+                cache_capacity: c.cache_capacity,
+                allow_private_targets: c.allow_private_targets,
+                shutdown_grace: grace,
+            },
+            shutdown_rx.clone(),
+        );
+        let l = &config.listen;
+        let external = l.external_address;
+        let initializer = Arc::new(InboundInitializer {
+            ctx: ctx.clone(),
+            local: LocalVersion { network: config.network, id, address: external },
+            settings: InboundSettings {
+                handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+                hold_time: (l.hold_time_secs > 0).then(|| Duration::from_secs(l.hold_time_secs)),
+            },
+            admission: Admission::new(Limits {
+                max_inbound_peers: l.max_inbound_peers,
+                max_peers_per_ip: l.max_peers_per_ip,
+                max_peers_per_subnet: l.max_peers_per_subnet,
+                max_pending_handshakes: l.max_pending_handshakes,
+            }),
+            classifier,
+            addresses: external.map(|a| pb::NetAddress::from(kaspa_utils::networking::NetAddress::from(a))).into_iter().collect(),
+            shutdown: shutdown_rx,
+        });
+        let adaptor = Adaptor::bidirectional(p2p_address.into(), Hub::new(), initializer, Default::default())
+            .map_err(|e| SensorError::P2p(e.to_string()))?;
+        wait_until_bound(p2p_address).await?;
+        ready.store(true, Ordering::SeqCst);
+        let peer_id = id.simple().to_string();
+        tracing::info!(
+            p2p = %p2p_address, metrics = %metrics_address, network = %config.network, peer_id = %peer_id,
+            external_address = ?external, database = %config.database_path().display(), "sensor ready"
+        );
+        Ok(Self { ctx, adaptor, ready, shutdown_tx, classifier_task, http_task, grace, p2p_address, metrics_address, peer_id })
+    }
+
+    /// Stops in the order given in the module docs and flushes storage.
+    ///
+    /// Errors: [`SensorError::Storage`]/[`SensorError::StorageUnavailable`] when the final
+    /// flush fails (events accepted but not committed are then reported, not silently lost).
+    pub async fn shutdown(self) -> Result<()> {
+        tracing::info!("shutting down");
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.shutdown_tx.send(true);
+        self.adaptor.close().await;
+        drop(self.adaptor); // stops the P2P server
+        let bound = self.grace + Duration::from_secs(2);
+        if tokio::time::timeout(bound, self.classifier_task).await.is_err() {
+            tracing::warn!("classifier did not stop within {bound:?}");
+        }
+        let ctx = self.ctx.clone();
+        let flushed = tokio::task::spawn_blocking(move || ctx.store.flush())
+            .await
+            .map_err(|_| SensorError::StorageUnavailable("flush task failed"))?;
+        self.http_task.abort();
+        flushed?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+
+    /// The shared context (store, metrics) — for tests and embedding.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+}
+
+/// `sensor listen`: start, wait for SIGTERM or SIGINT, shut down.
+pub async fn run(config: Config) -> Result<()> {
+    raise_fd_limit();
+    let sensor = Sensor::start(&config).await?;
+    wait_for_signal().await;
+    sensor.shutdown().await
+}
+
+/// Every held peer is a socket: raise the soft open-files limit to the hard limit, as kaspad
+/// does, so `listen.max_inbound_peers` is not capped by a default of 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit are called with a pointer to a valid local struct.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(limit = lim.rlim_cur, "open files limit");
+    } else {
+        tracing::warn!("could not raise the open files limit");
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminated => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// kaspa-p2p-lib binds inside a spawned task and panics there on failure, so we check first
+/// that the address can be bound at all (port in use, no permission, address not on this host).
+fn check_bindable(address: SocketAddr) -> Result<()> {
+    std::net::TcpListener::bind(address)
+        .map(drop)
+        .map_err(|source| SensorError::Bind { what: "Kaspa P2P listener", address, source })
+}
+
+/// Waits (≤ 5 s) until the P2P port accepts TCP connections. (Probing with a second `bind`
+/// would race the library's own bind and make it fail.) The port was free just before
+/// kaspa-p2p-lib bound it, so the listener that answers is ours.
+async fn wait_until_bound(address: SocketAddr) -> Result<()> {
+    let mut probe = address;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if address.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+    }
+    for _ in 0..50 {
+        let connect = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(probe));
+        if let Ok(Ok(_)) = connect.await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(SensorError::Bind {
+        what: "Kaspa P2P listener",
+        address,
+        source: std::io::Error::other("the P2P server did not start listening within 5 s"),
+    })
+}

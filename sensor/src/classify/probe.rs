@@ -1,0 +1,125 @@
+//! One dial-back attempt: connect to `target` with kaspa-p2p-lib's client, run the Kaspa
+//! handshake with a fresh probe peer id, and report what was observed as an [`AttemptOutcome`].
+//!
+//! Why a fresh id per probe: kaspad keys connections by (peer id, IP) and closes a second
+//! connection that reuses an id it already holds (design §3). The handshake steps are done here
+//! rather than with `KaspadHandshake` so that a `Version` that arrives is recorded even when
+//! Verack/Ready never follow — that `Version` alone proves who listens at the address.
+//!
+//! The probe closes the connection itself after Ready (no Reject is sent), so a probed node
+//! logs an ordinary disconnect.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kaspa_p2p_lib::{
+    Adaptor, ConnectionError, ConnectionInitializer, Hub, KaspadMessagePayloadType as T, Router,
+    common::ProtocolError,
+    dequeue_with_timeout, make_message,
+    pb::{ReadyMessage, VerackMessage, kaspad_message::Payload},
+};
+use uuid::Uuid;
+
+use super::verdict::AttemptOutcome;
+use crate::kaspa::{flows::PeerFlows, network::Network, version::LocalVersion, version::read_peer_version};
+
+/// Makes one attempt against `target` (IP:PORT) on `network`, bounded by `timeout` for the
+/// whole connect + handshake. Never panics on what the peer sends.
+pub async fn attempt(target: SocketAddr, network: Network, timeout: Duration) -> AttemptOutcome {
+    let local = LocalVersion { network, id: Uuid::new_v4(), address: None };
+    let initializer = Arc::new(ProbeInitializer { local, step_timeout: timeout, observed: Mutex::default() });
+    let adaptor = Adaptor::client_only(Hub::new(), initializer.clone(), Default::default());
+    let result = tokio::time::timeout(timeout, adaptor.connect_peer(target.to_string())).await;
+    adaptor.close().await;
+    let observed = initializer.observed.lock().map(|o| o.clone()).unwrap_or_default();
+    match (observed, result) {
+        // A Version arrived: that decides, whatever happened after it.
+        (Some(version), _) => version,
+        (None, Err(_elapsed)) => AttemptOutcome::Timeout,
+        (None, Ok(Ok(_))) => AttemptOutcome::Failed("handshake ended without a Version".into()),
+        (None, Ok(Err(e))) => classify_connection_error(&e),
+    }
+}
+
+/// Maps a kaspa-p2p-lib connection error to an outcome by walking its source chain: an
+/// `io::ErrorKind::ConnectionRefused` is `Refused`; timeouts (`TimedOut`, tonic's connect
+/// timeout, a handshake step timeout) are `Timeout`; anything else is `Failed(text)`.
+pub fn classify_connection_error(error: &ConnectionError) -> AttemptOutcome {
+    if let ConnectionError::ProtocolError(ProtocolError::Timeout(_)) = error {
+        return AttemptOutcome::Timeout;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut text = String::new();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return AttemptOutcome::Refused,
+                std::io::ErrorKind::TimedOut => return AttemptOutcome::Timeout,
+                _ => {}
+            }
+        }
+        let s = e.to_string();
+        if s.contains("timed out") || s.contains("deadline has elapsed") {
+            return AttemptOutcome::Timeout;
+        }
+        if s.contains("Connection refused") {
+            return AttemptOutcome::Refused;
+        }
+        if text.is_empty() {
+            text = s;
+        } else if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        source = e.source();
+    }
+    AttemptOutcome::Failed(text)
+}
+
+struct ProbeInitializer {
+    local: LocalVersion,
+    step_timeout: Duration,
+    observed: Mutex<Option<AttemptOutcome>>,
+}
+
+impl ProbeInitializer {
+    fn observe(&self, outcome: AttemptOutcome) {
+        if let Ok(mut slot) = self.observed.lock() {
+            *slot = Some(outcome);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ConnectionInitializer for ProbeInitializer {
+    async fn initialize_connection(&self, router: Arc<Router>) -> Result<(), ProtocolError> {
+        let mut version_route = router.subscribe(vec![T::Version]);
+        let mut verack_route = router.subscribe(vec![T::Verack]);
+        let mut ready_route = router.subscribe(vec![T::Ready]);
+        // Keep every other type routed so a node's post-Ready RequestAddresses does not close
+        // the connection before we do.
+        let _flows = PeerFlows::subscribe(&router);
+        router.start();
+        let t = self.step_timeout;
+
+        router.enqueue(make_message!(Payload::Version, self.local.message())).await?;
+        let version = dequeue_with_timeout!(version_route, Payload::Version, t)?;
+        let remote_id = match read_peer_version(version) {
+            Ok(peer) => peer.id.simple().to_string(),
+            Err(e) => return Err(ProtocolError::OtherOwned(format!("invalid Version: {e}"))),
+        };
+        self.observe(AttemptOutcome::Version { remote_id: remote_id.clone(), completed: false });
+
+        router.enqueue(make_message!(Payload::Verack, VerackMessage {})).await?;
+        dequeue_with_timeout!(verack_route, Payload::Verack, t)?;
+        router.enqueue(make_message!(Payload::Ready, ReadyMessage {})).await?;
+        dequeue_with_timeout!(ready_route, Payload::Ready, t)?;
+        self.observe(AttemptOutcome::Version { remote_id, completed: true });
+
+        // Done: close without a Reject. The hub skips routers that are already closed.
+        router.close().await;
+        Ok(())
+    }
+}

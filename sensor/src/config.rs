@@ -1,0 +1,570 @@
+//! Layered sensor configuration.
+//!
+//! Precedence, highest first: command-line flags ([`CliOverrides`]) > `SENSOR_*` environment
+//! variables > the TOML file (`sensor.toml`) > built-in defaults. Every key is optional.
+//! `sensor config` prints [`Config::default_toml`]: every key with its default and a comment.
+//!
+//! Environment variables: `SENSOR_` + the dotted key upper-cased with `.` → `_`, e.g.
+//! `network` → `SENSOR_NETWORK`, `listen.max_peers_per_ip` → `SENSOR_LISTEN_MAX_PEERS_PER_IP`,
+//! `sensor_id` → `SENSOR_SENSOR_ID`. The mapping is built from the list of known keys. Values are
+//! parsed by the key's type: booleans `true`/`false`/`1`/`0`, integers in decimal, everything else
+//! as a string (`""` unsets the optional addresses and `storage.path`).
+//!
+//! Errors: an unreadable or syntactically invalid file is [`SensorError::ConfigFile`]; an unknown
+//! key, a wrong type or an out-of-range value is [`SensorError::Config`] whose `key` is the dotted
+//! TOML key (e.g. `listen.max_peer`) or, for a value that came from the environment, the variable
+//! name (e.g. `SENSOR_LISTEN_ADDRESS`). An unknown `SENSOR_*` variable is only a warning:
+//! Kubernetes injects `SENSOR_SERVICE_HOST`, `SENSOR_PORT`, … into pods for a Service named
+//! "sensor".
+
+use std::{
+    collections::HashMap,
+    fmt::Display,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{
+    error::{Result, SensorError},
+    kaspa::network::Network,
+};
+
+/// Prefix of every environment variable the sensor reads.
+pub const ENV_PREFIX: &str = "SENSOR_";
+
+/// The whole sensor configuration. See the module docs for sources and precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kaspa network to join (`SENSOR_NETWORK`). Default mainnet.
+    pub network: Network,
+    /// Directory for the database and the persistent peer identity (`SENSOR_DATA_DIR`).
+    /// Default `./data`.
+    pub data_dir: PathBuf,
+    /// Name of this sensor in reports and events (`SENSOR_SENSOR_ID`); `""` (default) = the host
+    /// name, see [`Config::sensor_id`].
+    pub sensor_id: String,
+    pub listen: ListenConfig,
+    pub classify: ClassifyConfig,
+    pub storage: StorageConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[listen]`: the inbound P2P listener and its admission limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// P2P listen address (`SENSOR_LISTEN_ADDRESS`); `None`/`""` = `0.0.0.0:<network default
+    /// port>`, see [`Config::listen_address`].
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub address: Option<SocketAddr>,
+    /// Address advertised in `Version.address` (`SENSOR_LISTEN_EXTERNAL_ADDRESS`); `None`/`""` =
+    /// advertise none.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub external_address: Option<SocketAddr>,
+    /// Simultaneous inbound peers, ≥ 1. Default 1024.
+    pub max_inbound_peers: usize,
+    /// Simultaneous peers per source IP, ≥ 1. Default 4.
+    pub max_peers_per_ip: usize,
+    /// Simultaneous peers per /24 (IPv4) or /48 (IPv6), ≥ 1. Default 32.
+    pub max_peers_per_subnet: usize,
+    /// Handshakes in progress at once, 1..=32 (kaspa-p2p-lib's own cap). Default 32.
+    pub max_pending_handshakes: usize,
+    /// Time allowed for Version/Verack/Ready, milliseconds, 1000..=120000. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// How long a handshaken peer is kept, seconds; 0 = until the peer leaves. Default 3600.
+    pub hold_time_secs: u64,
+    /// Time to drain connections and flush storage at shutdown, milliseconds. Default 5000.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[classify]`: the dial-back probe that decides public / private / unknown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifyConfig {
+    /// Lab mode: also probe private, loopback and documentation source IPs. Default false.
+    pub allow_private_targets: bool,
+    /// Timeout of one attempt (connect + handshake), milliseconds, 100..=60000. Default 5000.
+    pub probe_timeout_ms: u64,
+    /// Attempts before a peer is private, 2..=10 (the design requires ≥ 2). Default 2.
+    pub probe_attempts: u32,
+    /// Pause between attempts, milliseconds. Default 2000.
+    pub probe_retry_delay_ms: u64,
+    /// Probes in flight at once, 1..=4096. Default 64.
+    pub concurrency: usize,
+    /// Peers waiting for a probe, ≥ 1. Default 4096.
+    pub queue_capacity: usize,
+    /// Lifetime of a cached verdict per (ip, port), seconds. Default 3600.
+    pub cache_ttl_secs: u64,
+    /// Cached verdicts at most, ≥ 1. Default 100000.
+    pub cache_capacity: usize,
+}
+
+/// `[storage]`: the SQLite writer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Database file (`SENSOR_STORAGE_PATH`); `None`/`""` = `<data_dir>/sensor.sqlite`, see
+    /// [`Config::database_path`].
+    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
+    pub path: Option<PathBuf>,
+    /// Events per transaction at most, 1..=100000. Default 512.
+    pub batch_size: usize,
+    /// Longest wait before a partial batch is written, milliseconds, 1..=60000. Default 50.
+    pub flush_interval_ms: u64,
+    /// Events buffered for the writer, ≥ `batch_size`. Default 100000.
+    pub queue_capacity: usize,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// HTTP listen address of `/metrics` (`SENSOR_METRICS_LISTEN`). Default `0.0.0.0:9102`.
+    #[serde(deserialize_with = "de_addr")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            network: Network::Mainnet,
+            data_dir: PathBuf::from("./data"),
+            sensor_id: String::new(),
+            listen: ListenConfig::default(),
+            classify: ClassifyConfig::default(),
+            storage: StorageConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            external_address: None,
+            max_inbound_peers: 1024,
+            max_peers_per_ip: 4,
+            max_peers_per_subnet: 32,
+            max_pending_handshakes: 32,
+            handshake_timeout_ms: 10_000,
+            hold_time_secs: 3600,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            probe_timeout_ms: 5000,
+            probe_attempts: 2,
+            probe_retry_delay_ms: 2000,
+            concurrency: 64,
+            queue_capacity: 4096,
+            cache_ttl_secs: 3600,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            batch_size: 512,
+            flush_interval_ms: 50,
+            queue_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9102)),
+        }
+    }
+}
+
+/// Command-line overrides, filled by `main.rs` from clap flags; `None` = flag not given. They win
+/// over the environment, the file and the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub network: Option<Network>,
+    pub listen: Option<SocketAddr>,
+    pub external_address: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub allow_private_targets: Option<bool>,
+}
+
+/// How an environment value is turned into a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Str,
+    Bool,
+    Int,
+}
+
+/// Every configuration key, in `default_toml` order (top-level keys first), with its type and a
+/// one-line description. Kept in sync with the structs by the tests.
+#[rustfmt::skip]
+const KEYS: &[(&str, Kind, &str)] = &[
+    ("network", Kind::Str, "Kaspa network: mainnet, testnet-10, testnet-12, devnet or simnet (kaspa- prefix accepted)"),
+    ("data_dir", Kind::Str, "Directory for the database and the persistent peer identity; created if missing"),
+    ("sensor_id", Kind::Str, "Name of this sensor in reports and events; \"\" = host name ($HOSTNAME), else \"sensor\""),
+    ("listen.address", Kind::Str, "P2P listen address ip:port; \"\" = 0.0.0.0 on the network's default P2P port (mainnet 16111)"),
+    ("listen.external_address", Kind::Str, "Address ip:port advertised to peers in Version.address; \"\" = advertise none"),
+    ("listen.max_inbound_peers", Kind::Int, "Simultaneous inbound peers at most; >= 1"),
+    ("listen.max_peers_per_ip", Kind::Int, "Simultaneous peers from one source IP at most; >= 1"),
+    ("listen.max_peers_per_subnet", Kind::Int, "Simultaneous peers from one /24 (IPv4) or /48 (IPv6) at most; >= 1"),
+    ("listen.max_pending_handshakes", Kind::Int, "Handshakes in progress at once; 1..=32 (kaspa-p2p-lib caps them at 32)"),
+    ("listen.handshake_timeout_ms", Kind::Int, "Time allowed for Version/Verack/Ready, milliseconds; 1000..=120000"),
+    ("listen.hold_time_secs", Kind::Int, "How long a handshaken peer is kept connected, seconds; 0 = until it leaves"),
+    ("listen.shutdown_grace_ms", Kind::Int, "Time to drain connections and flush storage at shutdown, milliseconds"),
+    ("classify.allow_private_targets", Kind::Bool, "Lab mode: also dial back private/loopback/documentation IPs; true or false"),
+    ("classify.probe_timeout_ms", Kind::Int, "Timeout of one dial-back attempt (connect + handshake), milliseconds; 100..=60000"),
+    ("classify.probe_attempts", Kind::Int, "Dial-back attempts before a peer is judged private; 2..=10"),
+    ("classify.probe_retry_delay_ms", Kind::Int, "Pause between dial-back attempts, milliseconds"),
+    ("classify.concurrency", Kind::Int, "Dial-backs in flight at once; 1..=4096"),
+    ("classify.queue_capacity", Kind::Int, "Peers waiting for a dial-back at most; >= 1"),
+    ("classify.cache_ttl_secs", Kind::Int, "How long a verdict per (ip, port) is reused, seconds"),
+    ("classify.cache_capacity", Kind::Int, "Cached verdicts at most; >= 1"),
+    ("storage.path", Kind::Str, "SQLite database file; \"\" = <data_dir>/sensor.sqlite"),
+    ("storage.batch_size", Kind::Int, "Events written per SQLite transaction at most; 1..=100000"),
+    ("storage.flush_interval_ms", Kind::Int, "Longest wait before a partial batch is written, milliseconds; 1..=60000"),
+    ("storage.queue_capacity", Kind::Int, "Events buffered for the SQLite writer at most; >= storage.batch_size"),
+    ("metrics.listen", Kind::Str, "Prometheus /metrics HTTP listen address ip:port"),
+];
+
+/// The environment variable of a dotted key: `listen.address` → `SENSOR_LISTEN_ADDRESS`.
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase().replace('.', "_"))
+}
+
+fn config_err(key: impl Into<String>, reason: impl Into<String>) -> SensorError {
+    SensorError::Config {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Kind {
+    fn parse(self, value: &str) -> std::result::Result<toml::Value, String> {
+        match self {
+            Kind::Str => Ok(toml::Value::String(value.to_owned())),
+            Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(toml::Value::Boolean(true)),
+                "false" | "0" => Ok(toml::Value::Boolean(false)),
+                _ => Err(format!("expected true, false, 1 or 0, got {value:?}")),
+            },
+            Kind::Int => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| format!("expected an integer, got {value:?}")),
+        }
+    }
+}
+
+/// Sets `table[a][b] = value` for the dotted key `a.b`, creating the section when missing.
+fn insert(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_owned(), value);
+            Ok(())
+        }
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => insert(t, rest, value),
+                other => Err(config_err(
+                    section,
+                    format!("expected a table, got {}", other.type_str()),
+                )),
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults < `file` < `env` < `cli`, then [`validate`](Self::validate)s the result.
+    ///
+    /// `env` is the process environment as `(name, value)` pairs (`std::env::vars()` in
+    /// production, a `Vec` in tests); only names starting with `SENSOR_` are looked at. Returns
+    /// the configuration and warnings for the operator's log: one per unknown `SENSOR_*`
+    /// variable. Unknown variables are not errors because Kubernetes injects service-link
+    /// variables such as `SENSOR_SERVICE_HOST` and `SENSOR_PORT` for a Service named "sensor".
+    ///
+    /// Errors: [`SensorError::ConfigFile`] when the file cannot be read or is not valid TOML;
+    /// [`SensorError::Config`] for an unknown key (`key` = dotted path, e.g. `listen.max_peer`),
+    /// a wrong type or invalid value (`key` = dotted path, or the `SENSOR_*` variable name when
+    /// the value came from the environment), or a failed validation.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        cli: &CliOverrides,
+    ) -> Result<(Config, Vec<String>)> {
+        let mut root = match file {
+            None => toml::Table::new(),
+            Some(path) => {
+                let file_err = |reason: String| SensorError::ConfigFile {
+                    path: path.to_owned(),
+                    reason,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| file_err(e.to_string()))?
+            }
+        };
+        let mut warnings = Vec::new();
+        let mut from_env: HashMap<&str, String> = HashMap::new();
+        for (name, value) in env {
+            if !name.starts_with(ENV_PREFIX) {
+                continue;
+            }
+            let Some(&(key, kind, _)) = KEYS.iter().find(|(key, _, _)| env_var_name(key) == name)
+            else {
+                warnings.push(format!(
+                    "ignoring unknown environment variable {name}: not a sensor setting \
+                     (Kubernetes service links also look like this)"
+                ));
+                continue;
+            };
+            let parsed = kind
+                .parse(&value)
+                .map_err(|reason| config_err(&name, reason))?;
+            insert(&mut root, key, parsed)?;
+            from_env.insert(key, name);
+        }
+        let mut config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+            let path = e.path().to_string();
+            let key = from_env.get(path.as_str()).cloned().unwrap_or(path);
+            let inner = e.into_inner();
+            let message = inner.message();
+            let reason = match message.strip_prefix("unknown field") {
+                Some(rest) => format!("unknown key{rest}"),
+                None => message.to_owned(),
+            };
+            config_err(key, reason)
+        })?;
+        cli.apply(&mut config);
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    /// Checks the ranges documented on each field. The error names the first offending dotted
+    /// key, e.g. `SensorError::Config { key: "classify.probe_attempts", reason: "must be between
+    /// 2 and 10, got 1" }`.
+    pub fn validate(&self) -> Result<()> {
+        fn range<T: PartialOrd + Display + Copy>(
+            key: &str,
+            v: T,
+            min: T,
+            max: Option<T>,
+        ) -> Result<()> {
+            match max {
+                Some(max) if v < min || v > max => Err(config_err(
+                    key,
+                    format!("must be between {min} and {max}, got {v}"),
+                )),
+                None if v < min => Err(config_err(key, format!("must be at least {min}, got {v}"))),
+                _ => Ok(()),
+            }
+        }
+        let (l, c, s) = (&self.listen, &self.classify, &self.storage);
+        range("listen.max_inbound_peers", l.max_inbound_peers, 1, None)?;
+        range("listen.max_peers_per_ip", l.max_peers_per_ip, 1, None)?;
+        range(
+            "listen.max_peers_per_subnet",
+            l.max_peers_per_subnet,
+            1,
+            None,
+        )?;
+        range(
+            "listen.max_pending_handshakes",
+            l.max_pending_handshakes,
+            1,
+            Some(32),
+        )?;
+        range(
+            "listen.handshake_timeout_ms",
+            l.handshake_timeout_ms,
+            1000,
+            Some(120_000),
+        )?;
+        range(
+            "classify.probe_timeout_ms",
+            c.probe_timeout_ms,
+            100,
+            Some(60_000),
+        )?;
+        range("classify.probe_attempts", c.probe_attempts, 2, Some(10))?;
+        range("classify.concurrency", c.concurrency, 1, Some(4096))?;
+        range("classify.queue_capacity", c.queue_capacity, 1, None)?;
+        range("classify.cache_capacity", c.cache_capacity, 1, None)?;
+        range("storage.batch_size", s.batch_size, 1, Some(100_000))?;
+        range(
+            "storage.flush_interval_ms",
+            s.flush_interval_ms,
+            1,
+            Some(60_000),
+        )?;
+        if s.queue_capacity < s.batch_size {
+            let reason = format!(
+                "must be at least storage.batch_size ({}), got {}",
+                s.batch_size, s.queue_capacity
+            );
+            return Err(config_err("storage.queue_capacity", reason));
+        }
+        Ok(())
+    }
+
+    /// A commented `sensor.toml`: every key with its default value, preceded by a one-line
+    /// comment giving meaning, unit, range and environment variable. Parses back to
+    /// [`Config::default`].
+    pub fn default_toml() -> String {
+        let defaults = toml::Table::try_from(Config::default())
+            .expect("the default config serializes to TOML");
+        let mut out = String::from(
+            "# Kaspa P2P sensor configuration (sensor.toml).\n\
+             # Precedence: command-line flags > SENSOR_* environment variables > this file\n\
+             # > built-in defaults.\n\
+             # Every key is optional; the values below are the defaults. Unknown keys are errors.\n",
+        );
+        let mut section = "";
+        for &(key, _, doc) in KEYS {
+            let (sect, name) = key.split_once('.').unwrap_or(("", key));
+            if sect != section {
+                out.push_str(&format!("\n[{sect}]\n"));
+                section = sect;
+            }
+            let table = if sect.is_empty() {
+                Some(&defaults)
+            } else {
+                defaults[sect].as_table()
+            };
+            let value = table
+                .and_then(|t| t.get(name))
+                .expect("every key has a default");
+            out.push_str(&format!(
+                "\n# {doc}. Env: {}.\n{name} = {value}\n",
+                env_var_name(key)
+            ));
+        }
+        out
+    }
+
+    /// The P2P listen address: `listen.address`, or `0.0.0.0:<network default P2P port>`.
+    pub fn listen_address(&self) -> SocketAddr {
+        let port = self.network.default_p2p_port();
+        self.listen
+            .address
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+    }
+
+    /// The SQLite file: `storage.path`, or `<data_dir>/sensor.sqlite`.
+    pub fn database_path(&self) -> PathBuf {
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("sensor.sqlite"))
+    }
+
+    /// The sensor's name: `sensor_id`, or the `HOSTNAME` environment variable (set in every
+    /// Kubernetes pod), or `"sensor"`.
+    pub fn sensor_id(&self) -> String {
+        let hostname = || {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+        };
+        let id = self.sensor_id.trim();
+        if id.is_empty() {
+            hostname().unwrap_or_else(|| "sensor".to_owned())
+        } else {
+            id.to_owned()
+        }
+    }
+}
+
+impl CliOverrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(network) = self.network {
+            config.network = network;
+        }
+        if let Some(address) = self.listen {
+            config.listen.address = Some(address);
+        }
+        if let Some(address) = self.external_address {
+            config.listen.external_address = Some(address);
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(address) = self.metrics_listen {
+            config.metrics.listen = address;
+        }
+        if let Some(allow) = self.allow_private_targets {
+            config.classify.allow_private_targets = allow;
+        }
+    }
+}
+
+/// Serializes `None` as `""` (how the TOML file spells "unset") and `Some(v)` as `v`'s text.
+fn ser_opt<S: Serializer, T: Display>(
+    value: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&value.as_ref().map(ToString::to_string).unwrap_or_default())
+}
+
+fn ser_opt_path<S: Serializer>(
+    value: &Option<PathBuf>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match value {
+        Some(path) => path.serialize(s),
+        None => s.serialize_str(""),
+    }
+}
+
+fn parse_addr<E: serde::de::Error>(text: &str) -> std::result::Result<SocketAddr, E> {
+    text.trim()
+        .parse()
+        .map_err(|_| E::custom(format!("invalid socket address {text:?}")))
+}
+
+fn de_addr<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<SocketAddr, D::Error> {
+    parse_addr(&String::deserialize(d)?)
+}
+
+fn de_opt_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        Ok(None)
+    } else {
+        parse_addr(&text).map(Some)
+    }
+}
+
+fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<PathBuf>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(if text.is_empty() {
+        None
+    } else {
+        Some(PathBuf::from(text))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! Unit tests of [`super`]: layering, errors, `default_toml` and validation.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+fn load(
+    file: Option<&str>,
+    vars: &[(&str, &str)],
+    cli: &CliOverrides,
+) -> Result<(Config, Vec<String>)> {
+    let file = file.map(write);
+    Config::load(file.as_ref().map(|f| f.path()), env(vars), cli)
+}
+
+fn err_key(result: Result<(Config, Vec<String>)>) -> (String, String) {
+    match result {
+        Err(SensorError::Config { key, reason }) => (key, reason),
+        other => panic!("expected a Config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_when_nothing_given() {
+    let (config, warnings) = load(None, &[("PATH", "/bin")], &CliOverrides::default()).unwrap();
+    assert_eq!(config, Config::default());
+    assert!(warnings.is_empty());
+    assert_eq!(config.listen_address(), "0.0.0.0:16111".parse().unwrap());
+    assert_eq!(
+        config.database_path(),
+        PathBuf::from("./data/sensor.sqlite")
+    );
+    assert_eq!(config.metrics.listen, "0.0.0.0:9102".parse().unwrap());
+    assert!(!config.sensor_id().is_empty());
+}
+
+#[test]
+fn layers_file_env_cli() {
+    let file = "network = \"devnet\"\nsensor_id = \"s1\"\n[listen]\nmax_peers_per_ip = 7\n\
+                max_inbound_peers = 9\n[storage]\npath = \"/x/db.sqlite\"\n";
+    let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
+    assert_eq!(config.network, Network::Devnet);
+    assert_eq!(config.sensor_id(), "s1");
+    assert_eq!(
+        (
+            config.listen.max_peers_per_ip,
+            config.listen.max_inbound_peers
+        ),
+        (7, 9)
+    );
+    assert_eq!(config.listen_address(), "0.0.0.0:16611".parse().unwrap());
+    assert_eq!(config.database_path(), PathBuf::from("/x/db.sqlite"));
+    assert_eq!(config.classify, ClassifyConfig::default());
+
+    let vars = [
+        ("SENSOR_NETWORK", "kaspa-testnet-10"),
+        ("SENSOR_LISTEN_MAX_PEERS_PER_IP", "3"),
+        ("SENSOR_CLASSIFY_ALLOW_PRIVATE_TARGETS", "1"),
+        ("SENSOR_METRICS_LISTEN", "127.0.0.1:9000"),
+        ("SENSOR_LISTEN_ADDRESS", "127.0.0.1:1234"),
+    ];
+    let (config, warnings) = load(Some(file), &vars, &CliOverrides::default()).unwrap();
+    assert!(warnings.is_empty());
+    assert_eq!(config.network, Network::Testnet10);
+    assert_eq!(
+        (
+            config.listen.max_peers_per_ip,
+            config.listen.max_inbound_peers
+        ),
+        (3, 9)
+    );
+    assert!(config.classify.allow_private_targets);
+    assert_eq!(config.metrics.listen, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(config.listen_address(), "127.0.0.1:1234".parse().unwrap());
+
+    let cli = CliOverrides {
+        network: Some(Network::Simnet),
+        listen: Some("127.0.0.2:1".parse().unwrap()),
+        external_address: Some("1.2.3.4:16111".parse().unwrap()),
+        data_dir: Some("/d".into()),
+        metrics_listen: Some("127.0.0.1:1".parse().unwrap()),
+        allow_private_targets: Some(false),
+    };
+    let (config, _) = load(Some(file), &vars, &cli).unwrap();
+    assert_eq!(config.network, Network::Simnet);
+    assert_eq!(config.listen_address(), "127.0.0.2:1".parse().unwrap());
+    assert_eq!(
+        config.listen.external_address,
+        Some("1.2.3.4:16111".parse().unwrap())
+    );
+    assert_eq!(config.data_dir, PathBuf::from("/d"));
+    assert_eq!(config.metrics.listen, "127.0.0.1:1".parse().unwrap());
+    assert!(!config.classify.allow_private_targets);
+    assert_eq!(config.database_path(), PathBuf::from("/x/db.sqlite"));
+}
+
+#[test]
+fn file_errors() {
+    let cli = CliOverrides::default();
+    let (key, reason) = err_key(load(Some("[listen]\nmax_peer = 3\n"), &[], &cli));
+    assert_eq!(key, "listen.max_peer");
+    assert!(reason.starts_with("unknown key"), "{reason}");
+    assert_eq!(err_key(load(Some("colour = 1\n"), &[], &cli)).0, "colour");
+    let (key, reason) = err_key(load(Some("[listen]\naddress = \"x\"\n"), &[], &cli));
+    assert_eq!(
+        (key.as_str(), reason.as_str()),
+        ("listen.address", "invalid socket address \"x\"")
+    );
+    let (key, reason) = err_key(load(
+        Some("[classify]\nconcurrency = \"many\"\n"),
+        &[],
+        &cli,
+    ));
+    assert_eq!(key, "classify.concurrency");
+    assert!(reason.contains("invalid type"), "{reason}");
+    assert_eq!(
+        err_key(load(Some("network = \"moon\"\n"), &[], &cli)).0,
+        "network"
+    );
+    assert_eq!(
+        err_key(load(Some("[listen]\nhold_time_secs = -1\n"), &[], &cli)).0,
+        "listen.hold_time_secs"
+    );
+    assert!(matches!(
+        load(Some("[listen\n"), &[], &cli),
+        Err(SensorError::ConfigFile { .. })
+    ));
+    let missing = Config::load(Some(Path::new("/nonexistent/sensor.toml")), env(&[]), &cli);
+    assert!(matches!(missing, Err(SensorError::ConfigFile { .. })));
+}
+
+#[test]
+fn env_warnings_and_errors() {
+    let cli = CliOverrides::default();
+    let vars = [
+        ("SENSOR_SERVICE_HOST", "10.0.0.1"),
+        ("SENSOR_PORT", "tcp://10.0.0.1:80"),
+        ("OTHER", "x"),
+    ];
+    let (config, warnings) = load(None, &vars, &cli).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(warnings.len(), 2);
+    assert!(warnings[0].contains("SENSOR_SERVICE_HOST"));
+
+    let (key, reason) = err_key(load(
+        None,
+        &[("SENSOR_LISTEN_MAX_PEERS_PER_IP", "many")],
+        &cli,
+    ));
+    assert_eq!(key, "SENSOR_LISTEN_MAX_PEERS_PER_IP");
+    assert!(reason.contains("\"many\""), "{reason}");
+    assert_eq!(
+        err_key(load(
+            None,
+            &[("SENSOR_CLASSIFY_ALLOW_PRIVATE_TARGETS", "yes")],
+            &cli
+        ))
+        .0,
+        "SENSOR_CLASSIFY_ALLOW_PRIVATE_TARGETS"
+    );
+    let (key, reason) = err_key(load(None, &[("SENSOR_METRICS_LISTEN", "x")], &cli));
+    assert_eq!(
+        (key.as_str(), reason.as_str()),
+        ("SENSOR_METRICS_LISTEN", "invalid socket address \"x\"")
+    );
+    assert_eq!(
+        err_key(load(None, &[("SENSOR_STORAGE_BATCH_SIZE", "-5")], &cli)).0,
+        "SENSOR_STORAGE_BATCH_SIZE"
+    );
+    assert_eq!(
+        err_key(load(None, &[("SENSOR_NETWORK", "moon")], &cli)).0,
+        "SENSOR_NETWORK"
+    );
+    let (config, _) = load(
+        None,
+        &[("SENSOR_SENSOR_ID", "abc"), ("SENSOR_DATA_DIR", "/v")],
+        &cli,
+    )
+    .unwrap();
+    assert_eq!(
+        (config.sensor_id(), config.database_path()),
+        ("abc".into(), PathBuf::from("/v/sensor.sqlite"))
+    );
+}
+
+#[test]
+fn empty_strings_mean_unset() {
+    let file = "[listen]\naddress = \"\"\nexternal_address = \"\"\n[storage]\npath = \"\"\n";
+    let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
+    assert_eq!(config, Config::default());
+    let vars = [("SENSOR_LISTEN_ADDRESS", "")];
+    let (config, _) = load(
+        Some("[listen]\naddress = \"1.2.3.4:5\"\n"),
+        &vars,
+        &CliOverrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.listen.address, None);
+}
+
+#[test]
+fn default_toml_round_trips_and_mentions_every_key() {
+    let text = Config::default_toml();
+    let (config, warnings) = load(Some(&text), &[], &CliOverrides::default()).unwrap();
+    assert_eq!(config, Config::default());
+    assert!(warnings.is_empty());
+    for &(key, _, _) in KEYS {
+        let name = key.rsplit('.').next().unwrap();
+        assert!(text.contains(&format!("\n{name} = ")), "{key} missing");
+        assert!(text.contains(&env_var_name(key)), "{key} env missing");
+    }
+    // KEYS matches the structs exactly: every serialized leaf is listed and vice versa.
+    let value = toml::Table::try_from(Config::default()).unwrap();
+    let mut leaves = Vec::new();
+    for (k, v) in &value {
+        match v.as_table() {
+            Some(t) => leaves.extend(t.keys().map(|n| format!("{k}.{n}"))),
+            None => leaves.push(k.clone()),
+        }
+    }
+    let mut known: Vec<String> = KEYS.iter().map(|(k, _, _)| k.to_string()).collect();
+    leaves.sort();
+    known.sort();
+    assert_eq!(leaves, known);
+}
+
+#[test]
+fn validation_ranges() {
+    let check = |f: fn(&mut Config), key: &str, reason: &str| {
+        let mut config = Config::default();
+        f(&mut config);
+        match config.validate() {
+            Err(SensorError::Config { key: k, reason: r }) => {
+                assert_eq!((k.as_str(), r.as_str()), (key, reason))
+            }
+            other => panic!("expected an error for {key}, got {other:?}"),
+        }
+    };
+    check(
+        |c| c.classify.probe_attempts = 1,
+        "classify.probe_attempts",
+        "must be between 2 and 10, got 1",
+    );
+    check(
+        |c| c.classify.probe_attempts = 11,
+        "classify.probe_attempts",
+        "must be between 2 and 10, got 11",
+    );
+    check(
+        |c| c.listen.max_pending_handshakes = 33,
+        "listen.max_pending_handshakes",
+        "must be between 1 and 32, got 33",
+    );
+    check(
+        |c| c.listen.max_peers_per_ip = 0,
+        "listen.max_peers_per_ip",
+        "must be at least 1, got 0",
+    );
+    check(
+        |c| c.listen.handshake_timeout_ms = 999,
+        "listen.handshake_timeout_ms",
+        "must be between 1000 and 120000, got 999",
+    );
+    check(
+        |c| c.classify.probe_timeout_ms = 99,
+        "classify.probe_timeout_ms",
+        "must be between 100 and 60000, got 99",
+    );
+    check(
+        |c| c.classify.concurrency = 4097,
+        "classify.concurrency",
+        "must be between 1 and 4096, got 4097",
+    );
+    check(
+        |c| c.classify.cache_capacity = 0,
+        "classify.cache_capacity",
+        "must be at least 1, got 0",
+    );
+    check(
+        |c| c.storage.flush_interval_ms = 0,
+        "storage.flush_interval_ms",
+        "must be between 1 and 60000, got 0",
+    );
+    check(
+        |c| c.storage.queue_capacity = 100,
+        "storage.queue_capacity",
+        "must be at least storage.batch_size (512), got 100",
+    );
+    assert!(Config::default().validate().is_ok());
+    let (key, _) = err_key(load(
+        None,
+        &[("SENSOR_CLASSIFY_PROBE_ATTEMPTS", "1")],
+        &CliOverrides::default(),
+    ));
+    assert_eq!(key, "classify.probe_attempts");
+}

@@ -1,0 +1,26 @@
+//! Handles shared by every part of a running sensor: who we are, where events go, what we count.
+
+use std::sync::Arc;
+
+use crate::{event::Event, kaspa::network::Network, metrics::Metrics, store::Store};
+
+/// Shared, read-only after start-up. Clone the `Arc`.
+#[derive(Debug)]
+pub struct Context {
+    /// The `sensor_id` stamped on every event (host name by default).
+    pub sensor_id: String,
+    pub network: Network,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// Queues `event` for storage without waiting for the commit. A refused event (writer queue
+    /// full, writer stopped) is already counted in `sensor_storage_errors_total` by the store;
+    /// here it is logged, and the caller goes on — a storage problem never stops the listener.
+    pub fn record(&self, event: Event) {
+        if let Err(e) = self.store.record(event) {
+            tracing::warn!(error = %e, "event not stored");
+        }
+    }
+}

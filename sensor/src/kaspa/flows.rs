@@ -1,0 +1,273 @@
+//! What a well-behaved peer does after the handshake (design §2): answer `Ping` with `Pong`
+//! (same nonce; kaspad pings every 120 s and drops a peer whose Pong is late), answer
+//! `RequestAddresses` with our advertised address or nothing (kaspad asks once after Ready and
+//! waits 120 s), and drain every other message type — kaspa-p2p-lib's router closes the
+//! connection on any type nobody subscribed to, and on any subscribed type whose receiver was
+//! dropped, so the receivers live in the task that owns the connection for its whole life.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use kaspa_p2p_lib::{
+    IncomingRoute, KaspadMessagePayloadType as T, Router, make_message,
+    pb::{self, AddressesMessage, PongMessage, kaspad_message::Payload},
+};
+
+use crate::metrics::{MessageLabels, Metrics};
+
+/// Every payload type kaspa-p2p-lib 2.1.0 knows, with its name (the metric label).
+/// `payload_type.rs` declares them with implicit, contiguous discriminants; the test below
+/// checks the table covers all of them.
+pub const ALL_MESSAGE_TYPES: [(T, &str); 53] = [
+    (T::Addresses, "Addresses"),
+    (T::Block, "Block"),
+    (T::Transaction, "Transaction"),
+    (T::BlockLocator, "BlockLocator"),
+    (T::RequestAddresses, "RequestAddresses"),
+    (T::RequestRelayBlocks, "RequestRelayBlocks"),
+    (T::RequestTransactions, "RequestTransactions"),
+    (T::IbdBlock, "IbdBlock"),
+    (T::InvRelayBlock, "InvRelayBlock"),
+    (T::InvTransactions, "InvTransactions"),
+    (T::Ping, "Ping"),
+    (T::Pong, "Pong"),
+    (T::Verack, "Verack"),
+    (T::Version, "Version"),
+    (T::TransactionNotFound, "TransactionNotFound"),
+    (T::Reject, "Reject"),
+    (T::PruningPointUtxoSetChunk, "PruningPointUtxoSetChunk"),
+    (T::RequestIbdBlocks, "RequestIbdBlocks"),
+    (T::UnexpectedPruningPoint, "UnexpectedPruningPoint"),
+    (T::IbdBlockLocator, "IbdBlockLocator"),
+    (T::IbdBlockLocatorHighestHash, "IbdBlockLocatorHighestHash"),
+    (T::RequestNextPruningPointUtxoSetChunk, "RequestNextPruningPointUtxoSetChunk"),
+    (T::DonePruningPointUtxoSetChunks, "DonePruningPointUtxoSetChunks"),
+    (T::IbdBlockLocatorHighestHashNotFound, "IbdBlockLocatorHighestHashNotFound"),
+    (T::BlockWithTrustedData, "BlockWithTrustedData"),
+    (T::DoneBlocksWithTrustedData, "DoneBlocksWithTrustedData"),
+    (T::RequestPruningPointAndItsAnticone, "RequestPruningPointAndItsAnticone"),
+    (T::BlockHeaders, "BlockHeaders"),
+    (T::RequestNextHeaders, "RequestNextHeaders"),
+    (T::DoneHeaders, "DoneHeaders"),
+    (T::RequestPruningPointUtxoSet, "RequestPruningPointUtxoSet"),
+    (T::RequestHeaders, "RequestHeaders"),
+    (T::RequestBlockLocator, "RequestBlockLocator"),
+    (T::PruningPoints, "PruningPoints"),
+    (T::RequestPruningPointProof, "RequestPruningPointProof"),
+    (T::PruningPointProof, "PruningPointProof"),
+    (T::Ready, "Ready"),
+    (T::BlockWithTrustedDataV4, "BlockWithTrustedDataV4"),
+    (T::TrustedData, "TrustedData"),
+    (T::RequestIbdChainBlockLocator, "RequestIbdChainBlockLocator"),
+    (T::IbdChainBlockLocator, "IbdChainBlockLocator"),
+    (T::RequestAntipast, "RequestAntipast"),
+    (T::RequestNextPruningPointAndItsAnticoneBlocks, "RequestNextPruningPointAndItsAnticoneBlocks"),
+    (T::BlockBody, "BlockBody"),
+    (T::RequestBlockBodies, "RequestBlockBodies"),
+    (T::RequestPruningPointSmtState, "RequestPruningPointSmtState"),
+    (T::SmtMetadata, "SmtMetadata"),
+    (T::SmtLaneChunk, "SmtLaneChunk"),
+    (T::RequestNextPruningPointSmtChunk, "RequestNextPruningPointSmtChunk"),
+    (T::PruningPointProofChunk, "PruningPointProofChunk"),
+    (T::PruningPointProofChunksEnd, "PruningPointProofChunksEnd"),
+    (T::TrustedDataChunk, "TrustedDataChunk"),
+    (T::TrustedDataChunksEnd, "TrustedDataChunksEnd"),
+];
+
+/// How the sensor handles a message type after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handling {
+    /// Owned by the handshake (`Version`, `Verack`, `Ready`) or by the router itself (`Reject`
+    /// ends the connection before routing); a repeat after the handshake is a protocol error.
+    Handshake,
+    /// Answered with `Pong`.
+    Ping,
+    /// Answered with `Addresses`.
+    RequestAddresses,
+    /// Received, counted and dropped.
+    Drain,
+}
+
+/// The handling of each type. An exhaustive `match`: a new upstream type fails to compile
+/// here instead of silently closing connections.
+pub fn handling(t: T) -> Handling {
+    match t {
+        T::Addresses
+        | T::Block
+        | T::Transaction
+        | T::BlockLocator
+        | T::RequestRelayBlocks
+        | T::RequestTransactions
+        | T::IbdBlock
+        | T::InvRelayBlock
+        | T::InvTransactions
+        | T::Pong
+        | T::TransactionNotFound
+        | T::PruningPointUtxoSetChunk
+        | T::RequestIbdBlocks
+        | T::UnexpectedPruningPoint
+        | T::IbdBlockLocator
+        | T::IbdBlockLocatorHighestHash
+        | T::RequestNextPruningPointUtxoSetChunk
+        | T::DonePruningPointUtxoSetChunks
+        | T::IbdBlockLocatorHighestHashNotFound
+        | T::BlockWithTrustedData
+        | T::DoneBlocksWithTrustedData
+        | T::RequestPruningPointAndItsAnticone
+        | T::BlockHeaders
+        | T::RequestNextHeaders
+        | T::DoneHeaders
+        | T::RequestPruningPointUtxoSet
+        | T::RequestHeaders
+        | T::RequestBlockLocator
+        | T::PruningPoints
+        | T::RequestPruningPointProof
+        | T::PruningPointProof
+        | T::BlockWithTrustedDataV4
+        | T::TrustedData
+        | T::RequestIbdChainBlockLocator
+        | T::IbdChainBlockLocator
+        | T::RequestAntipast
+        | T::RequestNextPruningPointAndItsAnticoneBlocks
+        | T::BlockBody
+        | T::RequestBlockBodies
+        | T::RequestPruningPointSmtState
+        | T::SmtMetadata
+        | T::SmtLaneChunk
+        | T::RequestNextPruningPointSmtChunk
+        | T::PruningPointProofChunk
+        | T::PruningPointProofChunksEnd
+        | T::TrustedDataChunk
+        | T::TrustedDataChunksEnd => Handling::Drain,
+        T::RequestAddresses => Handling::RequestAddresses,
+        T::Ping => Handling::Ping,
+        T::Verack
+        | T::Version
+        | T::Reject
+        | T::Ready => Handling::Handshake,
+    }
+}
+
+fn types_handled_as(h: Handling) -> Vec<T> {
+    ALL_MESSAGE_TYPES.iter().map(|(t, _)| *t).filter(|t| handling(*t) == h).collect()
+}
+
+fn type_name(t: T) -> &'static str {
+    ALL_MESSAGE_TYPES.iter().find(|(x, _)| *x == t).map(|(_, n)| *n).unwrap_or("Unknown")
+}
+
+/// Why a peer's flows ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowEnd {
+    /// The peer closed the connection (or the router closed it after a protocol error).
+    PeerClosed,
+    /// The configured hold time expired; we closed the connection.
+    HoldTimeExpired,
+    /// The sensor is shutting down; we closed the connection.
+    Shutdown,
+    /// Sending to the peer failed (its outgoing queue is full or closed).
+    SendFailed(String),
+}
+
+/// The post-handshake subscriptions of one peer. Create with [`PeerFlows::subscribe`] *before*
+/// exchanging `Ready` (the peer sends `RequestAddresses` right after it), then [`PeerFlows::run`].
+pub struct PeerFlows {
+    ping: IncomingRoute,
+    request_addresses: IncomingRoute,
+    drain: IncomingRoute,
+}
+
+impl PeerFlows {
+    /// Subscribes Ping, RequestAddresses and a drain for every other non-handshake type.
+    /// Must be called once per router: kaspa-p2p-lib panics on a second subscription of a type.
+    pub fn subscribe(router: &Router) -> Self {
+        Self {
+            ping: router.subscribe(vec![T::Ping]),
+            request_addresses: router.subscribe(vec![T::RequestAddresses]),
+            drain: router.subscribe(types_handled_as(Handling::Drain)),
+        }
+    }
+
+    /// Serves the peer until it disconnects, `hold_time` passes (`None` = no limit), or
+    /// `shutdown` completes; in the last two cases the connection is closed without a Reject,
+    /// as kaspad closes idle peers. `addresses` is the reply to every `RequestAddresses`.
+    pub async fn run(
+        mut self,
+        router: Arc<Router>,
+        addresses: Vec<pb::NetAddress>,
+        hold_time: Option<Duration>,
+        metrics: Arc<Metrics>,
+        shutdown: impl Future<Output = ()>,
+    ) -> FlowEnd {
+        let hold = async {
+            match hold_time {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(hold, shutdown);
+        let count = |t: T| metrics.messages_received.get_or_create(&MessageLabels { message_type: type_name(t) }).inc();
+        let end = loop {
+            let reply = tokio::select! {
+                _ = &mut shutdown => break FlowEnd::Shutdown,
+                _ = &mut hold => break FlowEnd::HoldTimeExpired,
+                msg = self.ping.recv() => match msg {
+                    Some(pb::KaspadMessage { payload: Some(Payload::Ping(ping)), .. }) => {
+                        count(T::Ping);
+                        make_message!(Payload::Pong, PongMessage { nonce: ping.nonce })
+                    }
+                    Some(_) => continue,
+                    None => break FlowEnd::PeerClosed,
+                },
+                msg = self.request_addresses.recv() => match msg {
+                    Some(_) => {
+                        count(T::RequestAddresses);
+                        make_message!(Payload::Addresses, AddressesMessage { address_list: addresses.clone() })
+                    }
+                    None => break FlowEnd::PeerClosed,
+                },
+                msg = self.drain.recv() => match msg {
+                    Some(m) => {
+                        if let Some(p) = m.payload.as_ref() {
+                            count(p.into());
+                        }
+                        continue;
+                    }
+                    None => break FlowEnd::PeerClosed,
+                },
+            };
+            if let Err(e) = router.enqueue(reply).await {
+                break FlowEnd::SendFailed(e.to_string());
+            }
+        };
+        if end != FlowEnd::PeerClosed {
+            router.close().await;
+        }
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn table_covers_every_type_exactly_once() {
+        let set: HashSet<u8> = ALL_MESSAGE_TYPES.iter().map(|(t, _)| *t as u8).collect();
+        assert_eq!(set.len(), ALL_MESSAGE_TYPES.len());
+        assert_eq!(ALL_MESSAGE_TYPES.len(), T::TrustedDataChunksEnd as usize + 1);
+        for (t, name) in ALL_MESSAGE_TYPES {
+            assert_eq!(format!("{t:?}"), name);
+        }
+    }
+
+    #[test]
+    fn only_ping_and_request_addresses_are_answered() {
+        assert_eq!(types_handled_as(Handling::Ping), vec![T::Ping]);
+        assert_eq!(types_handled_as(Handling::RequestAddresses), vec![T::RequestAddresses]);
+        assert_eq!(handling(T::Version), Handling::Handshake);
+        assert_eq!(handling(T::Pong), Handling::Drain);
+        assert_eq!(handling(T::Addresses), Handling::Drain);
+        assert_eq!(types_handled_as(Handling::Drain).len(), ALL_MESSAGE_TYPES.len() - 6);
+    }
+}

@@ -1,0 +1,137 @@
+//! Kaspa P2P on a raw `KaspadMessage` stream, over kaspa-p2p-lib's generated tonic client
+//! (`pb::p2p_client::P2pClient`), for what the library's `Router` cannot do: choosing the
+//! source address of a connection (load from many 127.x.y.z addresses), and — later — carrying
+//! Kaspa over other transports (design §2). The handshake is the same Version/Verack/Ready
+//! exchange as kaspa-p2p-lib's `KaspadHandshake`.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use kaspa_p2p_lib::{
+    pb::{
+        self, AddressesMessage, KaspadMessage, PongMessage, ReadyMessage, VerackMessage, kaspad_message::Payload,
+        p2p_client::P2pClient,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream_shim::ReceiverStream;
+
+use crate::error::{Result, SensorError};
+
+/// Small local adapter so we do not need tokio-stream: an mpsc receiver as a `Stream`.
+mod tokio_stream_shim {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+    impl<T> futures::Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+/// An open bidirectional `MessageStream` to a Kaspa node.
+pub struct WireConnection {
+    outgoing: mpsc::Sender<KaspadMessage>,
+    incoming: tonic::Streaming<KaspadMessage>,
+}
+
+fn p2p_err(what: &str, e: impl std::fmt::Display) -> SensorError {
+    SensorError::P2p(format!("{what}: {e}"))
+}
+
+impl WireConnection {
+    /// Opens `/protowire.P2P/MessageStream` to `target`, from `local_ip` when given.
+    ///
+    /// Errors: [`SensorError::P2p`] on connect failure or when the stream cannot be opened
+    /// within `timeout`.
+    pub async fn connect(target: SocketAddr, local_ip: Option<IpAddr>, timeout: Duration) -> Result<Self> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| p2p_err("endpoint", e))?
+            .connect_timeout(timeout)
+            .local_address(local_ip);
+        let open = async {
+            let channel = endpoint.connect().await.map_err(|e| p2p_err("connect", e))?;
+            let mut client = P2pClient::new(channel).max_decoding_message_size(1 << 20);
+            let (outgoing, rx) = mpsc::channel(64);
+            let incoming = client
+                .message_stream(ReceiverStream(rx))
+                .await
+                .map_err(|e| p2p_err("message stream", e))?
+                .into_inner();
+            Ok(Self { outgoing, incoming })
+        };
+        tokio::time::timeout(timeout, open).await.map_err(|_| p2p_err("connect", "timed out"))?
+    }
+
+    /// Sends one message. Errors when the stream is closed.
+    pub async fn send(&self, payload: Payload) -> Result<()> {
+        let msg = KaspadMessage { payload: Some(payload), request_id: 0, response_id: 0 };
+        self.outgoing.send(msg).await.map_err(|_| p2p_err("send", "stream closed"))
+    }
+
+    /// The next message's payload; `None` when the peer closed the stream.
+    pub async fn recv(&mut self) -> Result<Option<Payload>> {
+        match self.incoming.message().await {
+            Ok(Some(m)) => Ok(m.payload),
+            Ok(None) => Ok(None),
+            Err(status) => Err(p2p_err("receive", status.message())),
+        }
+    }
+
+    /// Version/Verack/Ready with `ours`, all within `timeout`. Returns the peer's Version.
+    /// Messages other than these three before Ready are an error (kaspad sends none).
+    pub async fn handshake(&mut self, ours: pb::VersionMessage, timeout: Duration) -> Result<pb::VersionMessage> {
+        let run = async {
+            self.send(Payload::Version(ours)).await?;
+            let (mut theirs, mut verack) = (None, false);
+            while theirs.is_none() || !verack {
+                match self.recv().await? {
+                    Some(Payload::Version(v)) if theirs.is_none() => {
+                        theirs = Some(v);
+                        self.send(Payload::Verack(VerackMessage {})).await?;
+                    }
+                    Some(Payload::Verack(_)) => verack = true,
+                    Some(Payload::Reject(r)) => return Err(p2p_err("rejected", r.reason)),
+                    Some(other) => return Err(p2p_err("handshake", format!("unexpected {:?}", message_name(&other)))),
+                    None => return Err(p2p_err("handshake", "stream closed")),
+                }
+            }
+            self.send(Payload::Ready(ReadyMessage {})).await?;
+            match self.recv().await? {
+                Some(Payload::Ready(_)) => {}
+                Some(Payload::Reject(r)) => return Err(p2p_err("rejected", r.reason)),
+                Some(other) => return Err(p2p_err("handshake", format!("unexpected {:?}", message_name(&other)))),
+                None => return Err(p2p_err("handshake", "stream closed")),
+            }
+            Ok(theirs.expect("loop exits only with a Version"))
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| p2p_err("handshake", "timed out"))?
+    }
+
+    /// Keeps the connection alive like a node: Pong for Ping, empty Addresses for
+    /// RequestAddresses, everything else ignored. Returns when the peer closes the stream.
+    pub async fn serve(mut self) -> Result<()> {
+        while let Some(payload) = self.recv().await? {
+            match payload {
+                Payload::Ping(p) => self.send(Payload::Pong(PongMessage { nonce: p.nonce })).await?,
+                Payload::RequestAddresses(_) => {
+                    self.send(Payload::Addresses(AddressesMessage { address_list: vec![] })).await?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn message_name(p: &Payload) -> kaspa_p2p_lib::KaspadMessagePayloadType {
+    p.into()
+}

@@ -1,0 +1,152 @@
+//! Schema and connection setup for the event database.
+//!
+//! The schema version lives in SQLite's `PRAGMA user_version`. [`migrate`] applies every
+//! migration newer than the stored version, each in its own `IMMEDIATE` transaction that also
+//! bumps `user_version`, so a crash mid-migration leaves the previous version intact and a reopen
+//! resumes where it stopped. Reopening an up-to-date database applies nothing.
+//!
+//! Migrations are append-only: never edit a released one, add a new entry to [`MIGRATIONS`].
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Result, SensorError};
+
+/// One schema step: `version` is the `user_version` after it ran.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. The last entry's version is [`LATEST_VERSION`].
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "events and peers",
+    sql: r#"
+CREATE TABLE events (
+    event_id           TEXT PRIMARY KEY NOT NULL, -- UUID v7, hyphenated lower-case
+    timestamp          TEXT NOT NULL,             -- RFC 3339 UTC, fixed width (9 fraction digits)
+    sensor_id          TEXT NOT NULL,
+    kind               TEXT NOT NULL,             -- 'connection' | 'verdict'
+    result             TEXT,                      -- 'accepted' | 'rejected' | NULL (verdicts)
+    direction          TEXT NOT NULL,             -- 'inbound' | 'outbound'
+    peer_ip            TEXT NOT NULL,
+    peer_port          INTEGER NOT NULL,
+    peer_id            TEXT,                      -- 16-byte Kaspa peer id, lower-case hex
+    protocol_version   INTEGER,
+    user_agent         TEXT,
+    network            TEXT,
+    advertised_address TEXT,                      -- IP:PORT from Version.address
+    probe_target       TEXT,                      -- IP:PORT dialled back
+    classification     TEXT,                      -- 'public' | 'private' | 'unknown' | NULL
+    reason             TEXT NOT NULL,
+    probe_duration_ms  INTEGER,
+    probe_attempts     INTEGER,
+    probe_error        TEXT
+);
+CREATE INDEX events_peer_id ON events (peer_id);
+CREATE INDEX events_timestamp ON events (timestamp);
+
+CREATE TABLE peers (
+    peer_id          TEXT PRIMARY KEY NOT NULL,
+    first_seen       TEXT NOT NULL,
+    last_seen        TEXT NOT NULL,
+    last_ip          TEXT,
+    last_port        INTEGER,
+    user_agent       TEXT,
+    protocol_version INTEGER,
+    network          TEXT,
+    connections      INTEGER NOT NULL DEFAULT 0, -- accepted connection events
+    classification   TEXT,                       -- latest verdict
+    reason           TEXT,
+    verdict_at       TEXT,
+    verdict_event_id TEXT,                       -- tie-break between verdicts at the same instant
+    probe_target     TEXT
+);
+CREATE INDEX peers_last_seen ON peers (last_seen);
+"#,
+}];
+
+/// The schema version this build writes and reads.
+pub const LATEST_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Connection settings for the writer: WAL journal, `synchronous=FULL` (a committed transaction
+/// survives power loss), `busy_timeout`, foreign keys on.
+pub fn configure_writer(conn: &Connection, busy_timeout: Duration) -> Result<()> {
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; writes are still durable");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Caps the main database file of this connection at `max_db_bytes` (SQLite `max_page_count`,
+/// rounded down to whole pages, never below the current size; per connection, not persisted).
+/// Writes beyond it fail with `SQLITE_FULL`. Set it after [`migrate`] so the schema always fits.
+/// Returns the effective cap in bytes.
+pub fn set_max_db_bytes(conn: &Connection, max_db_bytes: u64) -> Result<u64> {
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let page_size = page_size.max(1) as u64;
+    let pages = (max_db_bytes / page_size).clamp(1, i64::MAX as u64) as i64;
+    let effective: i64 = conn.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?;
+    let bytes = (effective.max(0) as u64).saturating_mul(page_size);
+    tracing::debug!(max_db_bytes, effective_bytes = bytes, "database size cap set");
+    Ok(bytes)
+}
+
+/// The stored schema version (`PRAGMA user_version`); 0 for a fresh file.
+pub fn schema_version(conn: &Connection) -> Result<u32> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok(v.clamp(0, u32::MAX as i64) as u32)
+}
+
+/// Applies every pending migration. Returns the number applied (0 when up to date).
+///
+/// Errors: [`SensorError::Storage`] when SQLite fails, or when the database was written by a
+/// newer sensor (`user_version` above [`LATEST_VERSION`]) — it is never downgraded.
+pub fn migrate(conn: &mut Connection) -> Result<usize> {
+    let current = schema_version(conn)?;
+    check_not_newer(current)?;
+    if current == LATEST_VERSION {
+        return Ok(0);
+    }
+    let mut applied = 0;
+    for m in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Re-read inside the write lock: another process may have migrated meanwhile.
+        let current = schema_version(&tx)?;
+        check_not_newer(current)?;
+        if current >= m.version {
+            continue;
+        }
+        tx.execute_batch(m.sql)?;
+        tx.pragma_update(None, "user_version", m.version)?;
+        tx.commit()?;
+        tracing::info!(version = m.version, name = m.name, "database migration applied");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+fn check_not_newer(current: u32) -> Result<()> {
+    if current > LATEST_VERSION {
+        return Err(schema_error(format!(
+            "database schema version {current} is newer than this sensor supports \
+             ({LATEST_VERSION}); refusing to use it"
+        )));
+    }
+    Ok(())
+}
+
+/// A storage error with a human message (schema mismatch, not a sensor database).
+pub(crate) fn schema_error(message: String) -> SensorError {
+    SensorError::Storage(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+        Some(message),
+    ))
+}

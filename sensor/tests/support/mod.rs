@@ -1,0 +1,8 @@
+//! Test support for the end-to-end tests: a network-namespace lab, real kaspad nodes in it,
+//! processes with log files, and a std-only HTTP GET. Each test binary uses a subset.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod kaspad;
+pub mod netns;
+pub mod process;
