@@ -68,7 +68,8 @@ done
 kaspad_is_wanted() {
     local bin=$1 out
     [[ -x "$bin" ]] || return 1
-    out=$("$bin" --version 2>/dev/null | head -n 1) || return 1
+    # kaspad 2.1.0 prints "kaspad 2.1.0" for --version but exits 1: judge by the output only.
+    out=$("$bin" --version 2>/dev/null | head -n 1 || true)
     [[ "$out" =~ (^|[^0-9.])${KASPAD_VERSION//./\\.}([^0-9.]|$) ]]
 }
 

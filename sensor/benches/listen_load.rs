@@ -1,7 +1,7 @@
 //! Benchmarks for `sensor listen` (issue 2, "Measure"). Prints figures; asserts nothing.
 //!
 //! ```text
-//! cargo bench -p sensor --bench listen_load -- capacity [PEERS]     # default 5000
+//! cargo bench -p sensor --bench listen_load -- capacity [PEERS] [noprobe]   # default 5000
 //! cargo bench -p sensor --bench listen_load -- throughput [PEERS]   # default 2000
 //! ```
 //!
@@ -69,12 +69,15 @@ struct SensorProcess {
 }
 
 impl SensorProcess {
-    fn start(max_peers: usize) -> Self {
+    /// `probe = false` leaves lab mode off: loopback sources are then `unknown/private_source`
+    /// without a dial-back, which isolates the cost of holding connections.
+    fn start(max_peers: usize, probe: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let p2p = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(env!("CARGO_BIN_EXE_sensor"))
-            .args(["listen", "--network", "devnet", "--allow-private-targets"])
+            .args(["listen", "--network", "devnet"])
+            .args(probe.then_some("--allow-private-targets"))
             .args(["--listen", &p2p.to_string(), "--metrics-listen", &metrics.to_string()])
             .arg("--data-dir")
             .arg(dir.path())
@@ -140,18 +143,28 @@ async fn run_peers(target: SocketAddr, count: usize, keep: bool) -> (usize, Dura
             let src = source(i);
             let version =
                 LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: Some(SocketAddr::new(src, 9)) };
-            let mut conn = WireConnection::connect(target, Some(src), Duration::from_secs(5)).await.ok()?;
-            conn.handshake(version.message(), Duration::from_secs(10)).await.ok()?;
+            let mut conn = WireConnection::connect(target, Some(src), Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.handshake(version.message(), Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
             drop(permit);
             if keep {
                 tokio::spawn(conn.serve());
             }
-            Some(())
+            Ok::<(), String>(())
         });
     }
     let mut ok = 0;
+    let mut errors = std::collections::BTreeMap::<String, usize>::new();
     while let Some(r) = tasks.join_next().await {
-        ok += usize::from(matches!(r, Ok(Some(()))));
+        match r {
+            Ok(Ok(())) => ok += 1,
+            Ok(Err(e)) => *errors.entry(e).or_default() += 1,
+            Err(e) => *errors.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    for (e, n) in errors {
+        println!("  client failures: {n} x {e}");
     }
     (ok, started.elapsed())
 }
@@ -165,15 +178,15 @@ impl ConnectionInitializer for BareNode {
         router.start();
         let ours = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: None };
         handshake.handshake(ours.message()).await?;
-        let _flows = sensor::kaspa::flows::PeerFlows::subscribe(&router);
+        let _flows = sensor::kaspa::flows::PeerFlows::subscribe_after_handshake(&router);
         handshake.exchange_ready_messages().await?;
         router.close().await;
         Ok(())
     }
 }
 
-async fn capacity(peers: usize) {
-    let sensor = SensorProcess::start(peers);
+async fn capacity(peers: usize, probe: bool) {
+    let sensor = SensorProcess::start(peers, probe);
     let pid = sensor.child.id();
     let base = rss_kib(pid);
     let (ok, took) = run_peers(sensor.p2p, peers, true).await;
@@ -185,7 +198,7 @@ async fn capacity(peers: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded = rss_kib(pid);
     let active = sensor.metric("sensor_connections_active");
-    println!("capacity: peers_requested={peers} peers_connected={ok} connections_active={active}");
+    println!("capacity: peers_requested={peers} peers_connected={ok} connections_active={active} probes={probe}");
     println!("capacity: connect+handshake time {:.1} s ({:.0} peers/s)", took.as_secs_f64(), ok as f64 / took.as_secs_f64());
     println!("capacity: sensor RSS idle {:.1} MiB, with peers {:.1} MiB", base as f64 / 1024.0, loaded as f64 / 1024.0);
     println!(
@@ -196,7 +209,7 @@ async fn capacity(peers: usize) {
 }
 
 async fn throughput(peers: usize) {
-    let sensor = SensorProcess::start(peers);
+    let sensor = SensorProcess::start(peers, true);
     let started = Instant::now();
     let (ok, _) = run_peers(sensor.p2p, peers, false).await;
     sensor.wait_for("all verdicts stored", Duration::from_secs(600), |s| {
@@ -224,14 +237,17 @@ fn main() {
     // `cargo test --all-targets` runs this binary without `--bench`: a small smoke run then, so
     // the benchmark cannot rot unnoticed.
     if !std::env::args().any(|a| a == "--bench") {
-        runtime.block_on(capacity(50));
+        runtime.block_on(capacity(50, true));
         runtime.block_on(throughput(50));
         return;
     }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let mode = args.first().map(String::as_str).unwrap_or("capacity");
     match mode {
-        "capacity" => runtime.block_on(capacity(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5000))),
+        "capacity" => {
+            let peers = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5000);
+            runtime.block_on(capacity(peers, args.get(2).map(String::as_str) != Some("noprobe")))
+        }
         "throughput" => runtime.block_on(throughput(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2000))),
         other => eprintln!("unknown mode {other:?}: use capacity [PEERS] or throughput [PEERS]"),
     }

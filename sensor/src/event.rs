@@ -143,10 +143,10 @@ impl Event {
         }
     }
 
-    /// The timestamp as RFC 3339 UTC (`2026-11-21T04:26:00.123456Z`).
+    /// The timestamp as fixed-width RFC 3339 UTC with nanoseconds
+    /// (`2026-11-21T04:26:00.123456789Z`): the stored and exported form. Fixed width makes text
+    /// order equal time order, which the store's `ORDER BY` and upserts rely on.
     pub fn timestamp_rfc3339(&self) -> String {
-        self.timestamp
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
+        crate::store::writer::format_timestamp(self.timestamp)
     }
 }

@@ -38,7 +38,7 @@ impl ConnectionInitializer for TestNode {
         let theirs = handshake.handshake(self.version.message()).await?;
         // Without an identity, two connections from one IP share the nil key and evict each other.
         router.set_identity(kaspa_utils::networking::PeerId::from_slice(&theirs.id)?);
-        let flows = PeerFlows::subscribe(&router);
+        let flows = PeerFlows::subscribe_after_handshake(&router);
         handshake.exchange_ready_messages().await?;
         let (metrics, _) = sensor::metrics::Metrics::new();
         tokio::spawn(flows.run(router, vec![], None, metrics, std::future::pending()));
@@ -206,4 +206,26 @@ async fn port_in_use_is_a_clear_bind_error() {
     let err = Sensor::start(&config).await.err().expect("bind must fail");
     assert_eq!(err.kind(), "bind");
     assert!(err.to_string().contains(&busy.local_addr().unwrap().to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_wire_client_from_another_loopback_source_is_accepted_and_kept() {
+    use sensor::kaspa::wire::WireConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), 4);
+    let sensor = Sensor::start(&config).await.unwrap();
+    let src: std::net::IpAddr = "127.0.3.7".parse().unwrap();
+    let version = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: None };
+    let mut conn = WireConnection::connect(sensor.p2p_address, Some(src), Duration::from_secs(5)).await.unwrap();
+    let theirs = conn.handshake(version.message(), Duration::from_secs(5)).await.expect("handshake");
+    assert_eq!(theirs.id, hex::decode(&sensor.peer_id).unwrap());
+    let keep = tokio::spawn(conn.serve());
+    eventually(Duration::from_secs(5), || (sensor.context().metrics.connections_active.get() == 1).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sensor.context().metrics.connections_active.get(), 1, "the raw client stays connected");
+    let reader = Reader::open(&config.database_path()).unwrap();
+    let row = eventually(Duration::from_secs(5), || reader.peers(10).ok()?.into_iter().next()).await;
+    assert_eq!(row.last_ip.as_deref(), Some("127.0.3.7"));
+    keep.abort();
+    sensor.shutdown().await.unwrap();
 }

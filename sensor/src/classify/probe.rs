@@ -2,9 +2,9 @@
 //! handshake with a fresh probe peer id, and report what was observed as an [`AttemptOutcome`].
 //!
 //! Why a fresh id per probe: kaspad keys connections by (peer id, IP) and closes a second
-//! connection that reuses an id it already holds (design §3). The handshake steps are done here
-//! rather than with `KaspadHandshake` so that a `Version` that arrives is recorded even when
-//! Verack/Ready never follow — that `Version` alone proves who listens at the address.
+//! connection that reuses an id it already holds (design §3). A `Version` that arrives is
+//! recorded at once, even when Verack/Ready never follow — that `Version` alone proves who
+//! listens at the address.
 //!
 //! The probe closes the connection itself after Ready (no Reject is sent), so a probed node
 //! logs an ordinary disconnect.
@@ -15,16 +15,11 @@ use std::{
     time::Duration,
 };
 
-use kaspa_p2p_lib::{
-    Adaptor, ConnectionError, ConnectionInitializer, Hub, KaspadMessagePayloadType as T, Router,
-    common::ProtocolError,
-    dequeue_with_timeout, make_message,
-    pb::{ReadyMessage, VerackMessage, kaspad_message::Payload},
-};
+use kaspa_p2p_lib::{Adaptor, ConnectionError, ConnectionInitializer, Hub, Router, common::ProtocolError};
 use uuid::Uuid;
 
 use super::verdict::AttemptOutcome;
-use crate::kaspa::{flows::PeerFlows, network::Network, version::LocalVersion, version::read_peer_version};
+use crate::kaspa::{flows::PeerFlows, handshake, network::Network, version::LocalVersion, version::read_peer_version};
 
 /// Makes one attempt against `target` (IP:PORT) on `network`, bounded by `timeout` for the
 /// whole connect + handshake. Never panics on what the peer sends.
@@ -95,27 +90,24 @@ impl ProbeInitializer {
 #[tonic::async_trait]
 impl ConnectionInitializer for ProbeInitializer {
     async fn initialize_connection(&self, router: Arc<Router>) -> Result<(), ProtocolError> {
-        let mut version_route = router.subscribe(vec![T::Version]);
-        let mut verack_route = router.subscribe(vec![T::Verack]);
-        let mut ready_route = router.subscribe(vec![T::Ready]);
-        // Keep every other type routed so a node's post-Ready RequestAddresses does not close
-        // the connection before we do.
-        let _flows = PeerFlows::subscribe(&router);
+        // One route for everything, so a node's post-Ready RequestAddresses does not close the
+        // connection before we do.
+        let mut flows = PeerFlows::subscribe(&router);
         router.start();
         let t = self.step_timeout;
-
-        router.enqueue(make_message!(Payload::Version, self.local.message())).await?;
-        let version = dequeue_with_timeout!(version_route, Payload::Version, t)?;
-        let remote_id = match read_peer_version(version) {
-            Ok(peer) => peer.id.simple().to_string(),
-            Err(e) => return Err(ProtocolError::OtherOwned(format!("invalid Version: {e}"))),
+        let mut remote_id = None;
+        let exchange = handshake::exchange_versions(&router, &mut flows, self.local.message(), |version| {
+            if let Ok(peer) = read_peer_version(version.clone()) {
+                let id = peer.id.simple().to_string();
+                self.observe(AttemptOutcome::Version { remote_id: id.clone(), completed: false });
+                remote_id = Some(id);
+            }
+        });
+        tokio::time::timeout(t, exchange).await.map_err(|_| ProtocolError::Timeout(t))??;
+        let Some(remote_id) = remote_id else {
+            return Err(ProtocolError::Other("invalid Version"));
         };
-        self.observe(AttemptOutcome::Version { remote_id: remote_id.clone(), completed: false });
-
-        router.enqueue(make_message!(Payload::Verack, VerackMessage {})).await?;
-        dequeue_with_timeout!(verack_route, Payload::Verack, t)?;
-        router.enqueue(make_message!(Payload::Ready, ReadyMessage {})).await?;
-        dequeue_with_timeout!(ready_route, Payload::Ready, t)?;
+        tokio::time::timeout(t, handshake::exchange_ready(&router, &mut flows)).await.map_err(|_| ProtocolError::Timeout(t))??;
         self.observe(AttemptOutcome::Version { remote_id, completed: true });
 
         // Done: close without a Reject. The hub skips routers that are already closed.

@@ -77,7 +77,7 @@ pub const ALL_MESSAGE_TYPES: [(T, &str); 53] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
     /// Owned by the handshake (`Version`, `Verack`, `Ready`) or by the router itself (`Reject`
-    /// ends the connection before routing); a repeat after the handshake is a protocol error.
+    /// ends the connection before routing). A repeat after the handshake is counted and dropped.
     Handshake,
     /// Answered with `Pong`.
     Ping,
@@ -147,6 +147,7 @@ pub fn handling(t: T) -> Handling {
     }
 }
 
+#[cfg(test)]
 fn types_handled_as(h: Handling) -> Vec<T> {
     ALL_MESSAGE_TYPES.iter().map(|(t, _)| *t).filter(|t| handling(*t) == h).collect()
 }
@@ -168,26 +169,41 @@ pub enum FlowEnd {
     SendFailed(String),
 }
 
-/// The post-handshake subscriptions of one peer. Create with [`PeerFlows::subscribe`] *before*
-/// exchanging `Ready` (the peer sends `RequestAddresses` right after it), then [`PeerFlows::run`].
+/// The one subscription of a connection: every routable type (all but `Reject`, which the
+/// router handles itself) in a single route, held for the connection's whole life.
+///
+/// One route instead of one per flow is a memory decision: a tokio mpsc channel allocates its
+/// first block of 32 slots up front, and a `KaspadMessage` is 272 bytes, so each channel costs
+/// ~8.7 KiB per connection whether used or not — and kaspa-p2p-lib keeps a subscription's sender
+/// in its routing map until the connection closes. The handshake ([`super::handshake`]) and the
+/// keep-alive loop ([`PeerFlows::run`]) read the same route, in that order.
 pub struct PeerFlows {
-    ping: IncomingRoute,
-    request_addresses: IncomingRoute,
-    drain: IncomingRoute,
+    pub(crate) route: IncomingRoute,
 }
 
 impl PeerFlows {
-    /// Subscribes Ping, RequestAddresses and a drain for every other non-handshake type.
-    /// Must be called once per router: kaspa-p2p-lib panics on a second subscription of a type.
+    /// Subscribes every routable type. Call before `router.start()`, once per router:
+    /// kaspa-p2p-lib panics on a second subscription of a type.
     pub fn subscribe(router: &Router) -> Self {
-        Self {
-            ping: router.subscribe(vec![T::Ping]),
-            request_addresses: router.subscribe(vec![T::RequestAddresses]),
-            drain: router.subscribe(types_handled_as(Handling::Drain)),
-        }
+        let types = ALL_MESSAGE_TYPES.iter().map(|(t, _)| *t).filter(|t| *t != T::Reject).collect();
+        Self { route: router.subscribe(types) }
     }
 
-    /// Serves the peer until it disconnects, `hold_time` passes (`None` = no limit), or
+    /// For nodes whose handshake already subscribed `Version`, `Verack` and `Ready` (such as
+    /// kaspa-p2p-lib's `KaspadHandshake`): subscribes every other routable type. Call before
+    /// exchanging `Ready`.
+    pub fn subscribe_after_handshake(router: &Router) -> Self {
+        let types = ALL_MESSAGE_TYPES
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !matches!(t, T::Reject | T::Version | T::Verack | T::Ready))
+            .collect();
+        Self { route: router.subscribe(types) }
+    }
+
+    /// Serves the peer after the handshake: Pong for Ping, `addresses` for RequestAddresses,
+    /// everything else (including repeated handshake messages) counted and dropped. Runs until
+    /// it disconnects, `hold_time` passes (`None` = no limit), or
     /// `shutdown` completes; in the last two cases the connection is closed without a Reject,
     /// as kaspad closes idle peers. `addresses` is the reply to every `RequestAddresses`.
     pub async fn run(
@@ -207,33 +223,23 @@ impl PeerFlows {
         tokio::pin!(hold, shutdown);
         let count = |t: T| metrics.messages_received.get_or_create(&MessageLabels { message_type: type_name(t) }).inc();
         let end = loop {
-            let reply = tokio::select! {
+            let msg = tokio::select! {
                 _ = &mut shutdown => break FlowEnd::Shutdown,
                 _ = &mut hold => break FlowEnd::HoldTimeExpired,
-                msg = self.ping.recv() => match msg {
-                    Some(pb::KaspadMessage { payload: Some(Payload::Ping(ping)), .. }) => {
-                        count(T::Ping);
-                        make_message!(Payload::Pong, PongMessage { nonce: ping.nonce })
-                    }
-                    Some(_) => continue,
+                msg = self.route.recv() => match msg {
+                    Some(m) => m,
                     None => break FlowEnd::PeerClosed,
                 },
-                msg = self.request_addresses.recv() => match msg {
-                    Some(_) => {
-                        count(T::RequestAddresses);
-                        make_message!(Payload::Addresses, AddressesMessage { address_list: addresses.clone() })
-                    }
-                    None => break FlowEnd::PeerClosed,
-                },
-                msg = self.drain.recv() => match msg {
-                    Some(m) => {
-                        if let Some(p) = m.payload.as_ref() {
-                            count(p.into());
-                        }
-                        continue;
-                    }
-                    None => break FlowEnd::PeerClosed,
-                },
+            };
+            let Some(payload) = msg.payload else { continue };
+            let t = T::from(&payload);
+            count(t);
+            let reply = match (handling(t), payload) {
+                (Handling::Ping, Payload::Ping(ping)) => make_message!(Payload::Pong, PongMessage { nonce: ping.nonce }),
+                (Handling::RequestAddresses, _) => {
+                    make_message!(Payload::Addresses, AddressesMessage { address_list: addresses.clone() })
+                }
+                _ => continue,
             };
             if let Err(e) = router.enqueue(reply).await {
                 break FlowEnd::SendFailed(e.to_string());
@@ -269,5 +275,6 @@ mod tests {
         assert_eq!(handling(T::Pong), Handling::Drain);
         assert_eq!(handling(T::Addresses), Handling::Drain);
         assert_eq!(types_handled_as(Handling::Drain).len(), ALL_MESSAGE_TYPES.len() - 6);
+        assert!(types_handled_as(Handling::Handshake).contains(&T::Reject));
     }
 }

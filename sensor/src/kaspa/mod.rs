@@ -2,6 +2,7 @@
 //! post-handshake flows a well-behaved peer runs (Pong, Addresses, drain).
 
 pub mod flows;
+pub mod handshake;
 pub mod identity;
 pub mod network;
 pub mod version;

@@ -1,8 +1,7 @@
 //! The inbound connection initializer: what happens to every peer that connects to the sensor.
 //!
-//! admit (limits) → Version/Verack (kaspa-p2p-lib `KaspadHandshake`) → validate the peer's
-//! `Version` (well-formed, same network, not ourselves) → subscribe the keep-alive flows →
-//! Ready → record the `accepted` event, hand the peer to the classifier, and serve it until it
+//! admit (limits) → Version/Verack ([`crate::kaspa::handshake`]) → validate the peer's
+//! `Version` (well-formed, same network, not ourselves) → Ready → record the `accepted` event, hand the peer to the classifier, and serve it until it
 //! leaves, the hold time passes, or the sensor stops. Every refusal is recorded as a `rejected`
 //! event with a [`RejectReason`] and counted.
 //!
@@ -12,14 +11,9 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use kaspa_p2p_lib::{
-    ConnectionInitializer, KaspadHandshake, Router,
-    common::ProtocolError,
-    pb,
-};
+use kaspa_p2p_lib::{ConnectionInitializer, Router, common::ProtocolError, pb};
 use kaspa_utils::networking::PeerId;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use super::admission::{Admission, RejectReason};
 use crate::{
@@ -28,6 +22,7 @@ use crate::{
     event::{Direction, Event, EventKind, PeerInfo},
     kaspa::{
         flows::{FlowEnd, PeerFlows},
+        handshake,
         version::{LocalVersion, read_peer_version},
     },
     metrics::ConnectionLabels,
@@ -102,9 +97,10 @@ impl ConnectionInitializer for InboundInitializer {
         let pending = PendingHandshake(&self.ctx.metrics.handshakes_pending);
         let deadline = tokio::time::Instant::now() + self.settings.handshake_timeout;
 
-        let mut handshake = KaspadHandshake::new(&router);
+        let mut flows = PeerFlows::subscribe(&router);
         router.start();
-        let version = match tokio::time::timeout_at(deadline, handshake.handshake(self.local.message())).await {
+        let exchange = handshake::exchange_versions(&router, &mut flows, self.local.message(), |_| {});
+        let version = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(self.reject(source, handshake_reason(&e), None)),
             Err(_) => return Err(self.reject(source, RejectReason::HandshakeTimeout, None)),
@@ -124,8 +120,7 @@ impl ConnectionInitializer for InboundInitializer {
         }
         // Distinct peers behind one IP must not evict each other in the hub (design §2).
         router.set_identity(PeerId::new(peer.id));
-        let flows = PeerFlows::subscribe(&router);
-        match tokio::time::timeout_at(deadline, handshake.exchange_ready_messages()).await {
+        match tokio::time::timeout_at(deadline, handshake::exchange_ready(&router, &mut flows)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(self.reject(source, handshake_reason(&e), Some(peer.info))),
             Err(_) => return Err(self.reject(source, RejectReason::HandshakeTimeout, Some(peer.info))),
@@ -140,7 +135,7 @@ impl ConnectionInitializer for InboundInitializer {
             Event::now(&self.ctx.sensor_id, EventKind::Accepted, Direction::Inbound, source.ip().to_canonical(), source.port());
         event.peer = peer.info.clone();
         tracing::info!(
-            peer = %source, peer_id = %Uuid::from(peer.id).simple(), user_agent = ?peer.info.user_agent,
+            peer = %source, peer_id = %peer.id.simple(), user_agent = ?peer.info.user_agent,
             protocol_version = ?peer.info.protocol_version, "inbound peer accepted"
         );
         self.ctx.record(event);

@@ -8,26 +8,18 @@ use std::time::Duration;
 /// `GET path` → (status, body). HTTP/1.0 with `Connection: close`: the body runs to EOF
 /// (chunked bodies are decoded anyway, in case the server uses them).
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("GET http://{addr}{path}: connect: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )
-    .map_err(|e| format!("GET http://{addr}{path}: write: {e}"))?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("GET http://{addr}{path}: connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n")
+        .map_err(|e| format!("GET http://{addr}{path}: write: {e}"))?;
     let mut raw = Vec::new();
     // Bounded: a response over 16 MiB is an error, and the read timeout bounds the time.
-    s.take(16 << 20)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("GET http://{addr}{path}: read: {e}"))?;
+    s.take(16 << 20).read_to_end(&mut raw).map_err(|e| format!("GET http://{addr}{path}: read: {e}"))?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET http://{addr}{path}: no header end in {text:?}"))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| format!("GET http://{addr}{path}: no header end in {text:?}"))?;
     let status = head
         .lines()
         .next()
@@ -38,20 +30,14 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Stri
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
+    let body = if chunked { dechunk(body)? } else { body.to_string() };
     Ok((status, body))
 }
 
 fn dechunk(mut body: &str) -> Result<String, String> {
     let mut out = String::new();
     for _ in 0..100_000 {
-        let (size_line, rest) = body
-            .split_once("\r\n")
-            .ok_or("chunked body: missing size line")?;
+        let (size_line, rest) = body.split_once("\r\n").ok_or("chunked body: missing size line")?;
         let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|e| format!("chunked body: bad size {size_line:?}: {e}"))?;
         if size == 0 {
@@ -59,9 +45,7 @@ fn dechunk(mut body: &str) -> Result<String, String> {
         }
         let chunk = rest.get(..size).ok_or("chunked body: truncated chunk")?;
         out.push_str(chunk);
-        body = rest[size..]
-            .strip_prefix("\r\n")
-            .ok_or("chunked body: missing chunk end")?;
+        body = rest[size..].strip_prefix("\r\n").ok_or("chunked body: missing chunk end")?;
     }
     Err("chunked body: too many chunks".into())
 }
@@ -88,10 +72,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             continue;
         }
         let parsed = parse_labels(label_text);
-        if labels
-            .iter()
-            .all(|(k, v)| parsed.iter().any(|(pk, pv)| pk == k && pv == v))
-        {
+        if labels.iter().all(|(k, v)| parsed.iter().any(|(pk, pv)| pk == k && pv == v)) {
             // The value may be followed by a timestamp or an exemplar.
             return value.split_whitespace().next().and_then(|v| v.parse().ok());
         }
@@ -141,42 +122,15 @@ mod tests {
                     sensor_inbound_rejections_total{reason=\"ip_limit\"} 0\n\
                     sensor_verdicts_total{classification=\"public\",reason=\"handshake_verified\"} 1\n# EOF\n";
         assert_eq!(metric(text, "sensor_connections_active", &[]), Some(2.0));
-        assert_eq!(
-            metric(
-                text,
-                "sensor_inbound_rejections_total",
-                &[("reason", "wrong_network")]
-            ),
-            Some(3.0)
-        );
-        assert_eq!(
-            metric(
-                text,
-                "sensor_inbound_rejections_total",
-                &[("reason", "ip_limit")]
-            ),
-            Some(0.0)
-        );
-        assert_eq!(
-            metric(
-                text,
-                "sensor_verdicts_total",
-                &[("reason", "handshake_verified")]
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            metric(text, "sensor_verdicts_total", &[("reason", "timeout")]),
-            None
-        );
+        assert_eq!(metric(text, "sensor_inbound_rejections_total", &[("reason", "wrong_network")]), Some(3.0));
+        assert_eq!(metric(text, "sensor_inbound_rejections_total", &[("reason", "ip_limit")]), Some(0.0));
+        assert_eq!(metric(text, "sensor_verdicts_total", &[("reason", "handshake_verified")]), Some(1.0));
+        assert_eq!(metric(text, "sensor_verdicts_total", &[("reason", "timeout")]), None);
         assert_eq!(metric(text, "sensor_connections", &[]), None);
     }
 
     #[test]
     fn decodes_chunked_bodies() {
-        assert_eq!(
-            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap(),
-            "hello world"
-        );
+        assert_eq!(dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap(), "hello world");
     }
 }

@@ -56,9 +56,7 @@ pub fn find_kaspad() -> Result<PathBuf, String> {
     let mut seen = Vec::new();
     for c in candidates.into_iter().filter(|c| c.is_file()) {
         let out = std::process::Command::new(&c).arg("--version").output();
-        let version = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let version = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
         if version.split_whitespace().any(|w| w == KASPAD_VERSION) {
             return Ok(c);
         }
@@ -76,6 +74,9 @@ pub struct KaspadSpec {
     pub listen: SocketAddrV4,
     /// Peers to dial (`--addpeer`, permanent).
     pub add_peers: Vec<SocketAddr>,
+    /// `--loglevel=…`, e.g. `info,kaspa_p2p_flows::v10::ping=debug` (the ping flow logs
+    /// "Successful ping with peer IP:PORT" at debug once a Pong with the right nonce arrived).
+    pub log_level: Option<String>,
 }
 
 pub struct Kaspad {
@@ -86,13 +87,7 @@ pub struct Kaspad {
 
 impl Kaspad {
     /// Starts kaspad in `host`'s namespace with its app dir and log under `dir`.
-    pub fn spawn(
-        bin: &Path,
-        name: &str,
-        host: &Host,
-        dir: &Path,
-        spec: &KaspadSpec,
-    ) -> Result<Self, String> {
+    pub fn spawn(bin: &Path, name: &str, host: &Host, dir: &Path, spec: &KaspadSpec) -> Result<Self, String> {
         let appdir = dir.join(format!("{name}-appdir"));
         std::fs::create_dir_all(&appdir).map_err(|e| format!("{name}: {e}"))?;
         let ip = spec.listen.ip();
@@ -111,14 +106,13 @@ impl Kaspad {
             format!("--rpclisten={ip}:{rpc}"),
             format!("--rpclisten-borsh={ip}:{borsh}"),
         ];
+        if let Some(level) = &spec.log_level {
+            args.push(format!("--loglevel={level}"));
+        }
         args.extend(spec.add_peers.iter().map(|p| format!("--addpeer={p}")));
         let log = dir.join(format!("{name}.log"));
         let process = NsProcess::spawn(name, &host.ns, bin, &args, &[], &log)?;
-        Ok(Self {
-            process,
-            listen: spec.listen,
-            appdir,
-        })
+        Ok(Self { process, listen: spec.listen, appdir })
     }
 
     /// Waits until the P2P port accepts connections, probing from `from` (any lab namespace
@@ -128,10 +122,7 @@ impl Kaspad {
         while Instant::now() < deadline {
             if !self.process.is_running() {
                 let report = self.process.report(40);
-                return Err(format!(
-                    "{} exited before listening\n{report}",
-                    self.process.name()
-                ));
+                return Err(format!("{} exited before listening\n{report}", self.process.name()));
             }
             if from.tcp_connects(SocketAddr::V4(self.listen), 2) {
                 return Ok(());
@@ -139,11 +130,7 @@ impl Kaspad {
             std::thread::sleep(Duration::from_millis(300));
         }
         let report = self.process.report(40);
-        Err(format!(
-            "{} not listening on {} within {timeout:?}\n{report}",
-            self.process.name(),
-            self.listen
-        ))
+        Err(format!("{} not listening on {} within {timeout:?}\n{report}", self.process.name(), self.listen))
     }
 
     /// Waits until the log contains `needle` (bounded).
@@ -159,9 +146,6 @@ impl Kaspad {
             std::thread::sleep(Duration::from_millis(300));
         }
         let report = self.process.report(40);
-        Err(format!(
-            "{}: {needle:?} not logged within {timeout:?}\n{report}",
-            self.process.name()
-        ))
+        Err(format!("{}: {needle:?} not logged within {timeout:?}\n{report}", self.process.name()))
     }
 }

@@ -45,31 +45,20 @@ pub fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&str>) -> Resu
     let line = format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("`{line}`: cannot start: {e}"))?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("piped stdin");
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| format!("`{line}`: write stdin: {e}"))?;
+        pipe.write_all(input.as_bytes()).map_err(|e| format!("`{line}`: write stdin: {e}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("`{line}`: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("`{line}`: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "`{line}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("`{line}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -135,9 +124,7 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             return Err("the lab needs root (ip netns, nft)".into());
         }
-        let guard = LAB_MUTEX
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = LAB_MUTEX.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let lock = machine_lock()?;
         cleanup_stale_labs();
         let pid = std::process::id();
@@ -159,31 +146,11 @@ impl Lab {
         ip(&["-n", &br, "link", "set", "br0", "up"])?;
         // Root leg: the root end keeps a unique name, the bridge end is a bridge port.
         let port = lab.next_port_name();
-        ip(&[
-            "link",
-            "add",
-            &lab.root_link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &br,
-        ])?;
+        ip(&["link", "add", &lab.root_link, "type", "veth", "peer", "name", &port, "netns", &br])?;
         ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{ROOT_IP}/24"),
-            "dev",
-            &lab.root_link,
-        ])?;
+        ip(&["addr", "add", &format!("{ROOT_IP}/24"), "dev", &lab.root_link])?;
         ip(&["link", "set", &lab.root_link, "up"])?;
-        eprintln!(
-            "[lab] {}: public segment 198.51.100.0/24 in {br}, root at {ROOT_IP} via {}",
-            lab.id, lab.root_link
-        );
+        eprintln!("[lab] {}: public segment 198.51.100.0/24 in {br}, root at {ROOT_IP} via {}", lab.id, lab.root_link);
         Ok(lab)
     }
 
@@ -197,15 +164,7 @@ impl Lab {
         let ns = format!("{}-{name}", self.id);
         self.add_ns(&ns)?;
         self.attach_to_bridge(&ns, "eth0")?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{ip_addr}/24"),
-            "dev",
-            "eth0",
-        ])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{ip_addr}/24"), "dev", "eth0"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         eprintln!("[lab] host {ns}: {ip_addr}");
         Ok(Host { ns, ip: ip_addr })
@@ -215,77 +174,27 @@ impl Lab {
     /// private host `<id>-NAME-in` at 10.0.`lan`.2 behind it. The router masquerades the LAN
     /// (port-restricted cone) and silently drops every new inbound connection on its WAN leg,
     /// both to itself and forwarded, as home routers do.
-    pub fn add_nat_site(
-        &mut self,
-        name: &str,
-        wan_ip: Ipv4Addr,
-        lan: u8,
-    ) -> Result<NatSite, String> {
+    pub fn add_nat_site(&mut self, name: &str, wan_ip: Ipv4Addr, lan: u8) -> Result<NatSite, String> {
         check_public(wan_ip)?;
         let rns = format!("{}-{name}", self.id);
         let hns = format!("{}-{name}-in", self.id);
         self.add_ns(&rns)?;
         self.add_ns(&hns)?;
         self.attach_to_bridge(&rns, "wan")?;
-        ip(&[
-            "-n",
-            &rns,
-            "addr",
-            "add",
-            &format!("{wan_ip}/24"),
-            "dev",
-            "wan",
-        ])?;
+        ip(&["-n", &rns, "addr", "add", &format!("{wan_ip}/24"), "dev", "wan"])?;
         ip(&["-n", &rns, "link", "set", "wan", "up"])?;
 
         let router_lan = Ipv4Addr::new(10, 0, lan, 1);
         let host_ip = Ipv4Addr::new(10, 0, lan, 2);
-        ip(&[
-            "link", "add", "lan", "netns", &rns, "type", "veth", "peer", "name", "eth0", "netns",
-            &hns,
-        ])?;
-        ip(&[
-            "-n",
-            &rns,
-            "addr",
-            "add",
-            &format!("{router_lan}/24"),
-            "dev",
-            "lan",
-        ])?;
+        ip(&["link", "add", "lan", "netns", &rns, "type", "veth", "peer", "name", "eth0", "netns", &hns])?;
+        ip(&["-n", &rns, "addr", "add", &format!("{router_lan}/24"), "dev", "lan"])?;
         ip(&["-n", &rns, "link", "set", "lan", "up"])?;
-        ip(&[
-            "-n",
-            &hns,
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            "eth0",
-        ])?;
+        ip(&["-n", &hns, "addr", "add", &format!("{host_ip}/24"), "dev", "eth0"])?;
         ip(&["-n", &hns, "link", "set", "eth0", "up"])?;
-        ip(&[
-            "-n",
-            &hns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &router_lan.to_string(),
-        ])?;
+        ip(&["-n", &hns, "route", "add", "default", "via", &router_lan.to_string()])?;
 
         // Forwarding is per namespace; /proc/sys/net inside `ip netns exec` is the router's.
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &rns,
-                "sh",
-                "-c",
-                "echo 1 > /proc/sys/net/ipv4/ip_forward",
-            ],
-        )?;
+        run("ip", &["netns", "exec", &rns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
         let ruleset = r#"
 table ip lab_nat {
     chain postrouting {
@@ -304,24 +213,9 @@ table inet lab_filter {
     }
 }
 "#;
-        run_with_stdin(
-            "ip",
-            &["netns", "exec", &rns, "nft", "-f", "-"],
-            Some(ruleset),
-        )?;
-        eprintln!(
-            "[lab] NAT router {rns}: wan {wan_ip}, lan {router_lan}/24; private host {hns}: {host_ip}"
-        );
-        Ok(NatSite {
-            router: Host {
-                ns: rns,
-                ip: wan_ip,
-            },
-            host: Host {
-                ns: hns,
-                ip: host_ip,
-            },
-        })
+        run_with_stdin("ip", &["netns", "exec", &rns, "nft", "-f", "-"], Some(ruleset))?;
+        eprintln!("[lab] NAT router {rns}: wan {wan_ip}, lan {router_lan}/24; private host {hns}: {host_ip}");
+        Ok(NatSite { router: Host { ns: rns, ip: wan_ip }, host: Host { ns: hns, ip: host_ip } })
     }
 
     /// Addresses, routes and nft rules of every namespace, for failure reports.
@@ -346,9 +240,7 @@ table inet lab_filter {
 
     fn add_ns(&mut self, ns: &str) -> Result<(), String> {
         if self.namespaces.iter().any(|n| n == ns) {
-            return Err(format!(
-                "namespace {ns} already exists in this lab (names must be unique)"
-            ));
+            return Err(format!("namespace {ns} already exists in this lab (names must be unique)"));
         }
         ip(&["netns", "add", ns])?;
         self.namespaces.push(ns.to_string());
@@ -366,9 +258,7 @@ table inet lab_filter {
     fn attach_to_bridge(&mut self, ns: &str, ifname: &str) -> Result<(), String> {
         let port = self.next_port_name();
         let br = self.bridge_ns.clone();
-        ip(&[
-            "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", &port, "netns", &br,
-        ])?;
+        ip(&["link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", &port, "netns", &br])?;
         ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
         Ok(())
     }
@@ -387,21 +277,11 @@ impl Drop for Lab {
         // Deleting the bridge namespace destroyed the root leg's peer, and with it the leg;
         // delete it explicitly in case it survived.
         let _ = ip(&["link", "del", &self.root_link]);
-        let left: Vec<String> = list_netns()
-            .into_iter()
-            .filter(|n| n.starts_with(&format!("{}-", self.id)))
-            .collect();
+        let left: Vec<String> = list_netns().into_iter().filter(|n| n.starts_with(&format!("{}-", self.id))).collect();
         if left.is_empty() {
-            eprintln!(
-                "[lab] {}: removed {} namespaces",
-                self.id,
-                self.namespaces.len()
-            );
+            eprintln!("[lab] {}: removed {} namespaces", self.id, self.namespaces.len());
         } else {
-            eprintln!(
-                "[lab] {}: WARNING namespaces left behind: {left:?}",
-                self.id
-            );
+            eprintln!("[lab] {}: WARNING namespaces left behind: {left:?}", self.id);
         }
     }
 }
@@ -421,9 +301,7 @@ fn machine_lock() -> Result<File, String> {
             return Ok(file);
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "another lab held {LAB_LOCK_FILE} for {LAB_LOCK_WAIT:?}"
-            ));
+            return Err(format!("another lab held {LAB_LOCK_FILE} for {LAB_LOCK_WAIT:?}"));
         }
         if !said {
             eprintln!("[lab] waiting for {LAB_LOCK_FILE} (another lab is running)");
@@ -456,9 +334,7 @@ pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, Strin
 fn check_public(addr: Ipv4Addr) -> Result<(), String> {
     let o = addr.octets();
     if o[..3] != PUBLIC_NET || o[3] <= 1 || o[3] == 255 {
-        return Err(format!(
-            "{addr}: lab hosts live in 198.51.100.2-254 (198.51.100.1 is the root namespace)"
-        ));
+        return Err(format!("{addr}: lab hosts live in 198.51.100.2-254 (198.51.100.1 is the root namespace)"));
     }
     Ok(())
 }
@@ -467,11 +343,7 @@ fn check_public(addr: Ipv4Addr) -> Result<(), String> {
 fn kill_ns_processes(ns: &str) {
     let pids = |ns: &str| -> Vec<i32> {
         ip(&["netns", "pids", ns])
-            .map(|s| {
-                s.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
+            .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
             .unwrap_or_default()
     };
     let first = pids(ns);
@@ -499,11 +371,7 @@ fn kill_ns_processes(ns: &str) {
 /// Names in `ip netns list` (its lines read `NAME` or `NAME (id: N)`).
 pub fn list_netns() -> Vec<String> {
     ip(&["netns", "list"])
-        .map(|s| {
-            s.lines()
-                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-                .collect()
-        })
+        .map(|s| s.lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -513,8 +381,7 @@ fn lab_owner_pid(name: &str) -> Option<u32> {
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let after = &rest[digits.len()..];
     let is_ns = after.starts_with('x') && after.contains('-');
-    let is_link =
-        after.starts_with('r') && after[1..].chars().all(|c| c.is_ascii_digit()) && after.len() > 1;
+    let is_link = after.starts_with('r') && after[1..].chars().all(|c| c.is_ascii_digit()) && after.len() > 1;
     if digits.is_empty() || !(is_ns || is_link) {
         return None;
     }
@@ -537,10 +404,7 @@ fn cleanup_stale_labs() {
     if let Ok(links) = ip(&["-o", "link", "show"]) {
         for line in links.lines() {
             // `N: NAME@PEER: <…>` or `N: NAME: <…>`
-            let Some(name) = line
-                .split(':')
-                .nth(1)
-                .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+            let Some(name) = line.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or("").to_string())
             else {
                 continue;
             };

@@ -25,37 +25,17 @@ impl NsProcess {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Result<Self, String> {
-        let out =
-            File::create(log).map_err(|e| format!("{name}: create {}: {e}", log.display()))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| format!("{name}: clone log handle: {e}"))?;
+        let out = File::create(log).map_err(|e| format!("{name}: create {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| format!("{name}: clone log handle: {e}"))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns]).arg(program).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = cmd.spawn().map_err(|e| {
-            format!(
-                "{name}: spawn ip netns exec {ns} {}: {e}",
-                program.display()
-            )
-        })?;
-        eprintln!(
-            "[lab] started {name} (pid {}) in {ns}: {} {}",
-            child.id(),
-            program.display(),
-            args.join(" ")
-        );
-        Ok(Self {
-            name: name.to_string(),
-            child: Some(child),
-            log: log.to_path_buf(),
-            exit: None,
-        })
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        let child = cmd.spawn().map_err(|e| format!("{name}: spawn ip netns exec {ns} {}: {e}", program.display()))?;
+        eprintln!("[lab] started {name} (pid {}) in {ns}: {} {}", child.id(), program.display(), args.join(" "));
+        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf(), exit: None })
     }
 
     pub fn name(&self) -> &str {
@@ -90,20 +70,14 @@ impl NsProcess {
         if !self.is_running() {
             return Err(format!("{}: not running (exit {:?})", self.name, self.exit));
         }
-        let pid = self
-            .pid()
-            .ok_or_else(|| format!("{}: no child", self.name))?;
+        let pid = self.pid().ok_or_else(|| format!("{}: no child", self.name))?;
         // SAFETY: kill(2) on our own child's pid; the child has not been reaped (try_wait said
         // running), so the pid cannot have been reused.
         let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
         if rc == 0 {
             Ok(())
         } else {
-            Err(format!(
-                "{}: kill({pid}, {signal}): {}",
-                self.name,
-                std::io::Error::last_os_error()
-            ))
+            Err(format!("{}: kill({pid}, {signal}): {}", self.name, std::io::Error::last_os_error()))
         }
     }
 
