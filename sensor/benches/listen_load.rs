@@ -88,6 +88,7 @@ impl SensorProcess {
             .env("SENSOR_CLASSIFY_PROBE_RETRY_DELAY_MS", "50")
             .env("SENSOR_CLASSIFY_CONCURRENCY", "256")
             .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start sensor");
         let s = Self { child, p2p, metrics, _dir: dir };
@@ -102,7 +103,10 @@ impl SensorProcess {
     fn metric(&self, name: &str) -> f64 {
         http_get(self.metrics, "/metrics")
             .lines()
-            .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b' ') || l.as_bytes().get(name.len()) == Some(&b'{')))
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l.as_bytes().get(name.len()) == Some(&b' ') || l.as_bytes().get(name.len()) == Some(&b'{'))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -118,6 +122,14 @@ impl SensorProcess {
     fn stop(mut self) {
         // SAFETY: plain kill(2) of our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SensorProcess {
+    /// Never leave a sensor behind, even when the benchmark panics.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -143,13 +155,14 @@ async fn run_peers(target: SocketAddr, count: usize, keep: bool) -> (usize, Dura
             let src = source(i);
             let version =
                 LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: Some(SocketAddr::new(src, 9)) };
-            let mut conn = WireConnection::connect(target, Some(src), Duration::from_secs(5))
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut conn =
+                WireConnection::connect(target, Some(src), Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
             conn.handshake(version.message(), Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
             drop(permit);
             if keep {
                 tokio::spawn(conn.serve());
+            } else {
+                conn.close(Duration::from_secs(5)).await;
             }
             Ok::<(), String>(())
         });
@@ -199,7 +212,11 @@ async fn capacity(peers: usize, probe: bool) {
     let loaded = rss_kib(pid);
     let active = sensor.metric("sensor_connections_active");
     println!("capacity: peers_requested={peers} peers_connected={ok} connections_active={active} probes={probe}");
-    println!("capacity: connect+handshake time {:.1} s ({:.0} peers/s)", took.as_secs_f64(), ok as f64 / took.as_secs_f64());
+    println!(
+        "capacity: connect+handshake time {:.1} s ({:.0} peers/s)",
+        took.as_secs_f64(),
+        ok as f64 / took.as_secs_f64()
+    );
     println!("capacity: sensor RSS idle {:.1} MiB, with peers {:.1} MiB", base as f64 / 1024.0, loaded as f64 / 1024.0);
     println!(
         "capacity: RSS per 1000 peers {:.1} MiB",
@@ -226,8 +243,14 @@ async fn throughput(peers: usize) {
 
     let sensor_rate = ok as f64 / sensor_time.as_secs_f64();
     let bare_rate = bare_ok as f64 / bare_time.as_secs_f64();
-    println!("throughput: sensor {ok} peers handshaken+classified+stored in {:.2} s = {sensor_rate:.0} peers/s", sensor_time.as_secs_f64());
-    println!("throughput: bare kaspa-p2p-lib accept loop {bare_ok} peers handshaken in {:.2} s = {bare_rate:.0} peers/s", bare_time.as_secs_f64());
+    println!(
+        "throughput: sensor {ok} peers handshaken+classified+stored in {:.2} s = {sensor_rate:.0} peers/s",
+        sensor_time.as_secs_f64()
+    );
+    println!(
+        "throughput: bare kaspa-p2p-lib accept loop {bare_ok} peers handshaken in {:.2} s = {bare_rate:.0} peers/s",
+        bare_time.as_secs_f64()
+    );
     println!("throughput: ratio sensor/bare = {:.2}", sensor_rate / bare_rate);
 }
 

@@ -174,20 +174,13 @@ impl Default for ClassifyConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            path: None,
-            batch_size: 512,
-            flush_interval_ms: 50,
-            queue_capacity: 100_000,
-        }
+        Self { path: None, batch_size: 512, flush_interval_ms: 50, queue_capacity: 100_000 }
     }
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9102)),
-        }
+        Self { listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9102)) }
     }
 }
 
@@ -248,10 +241,7 @@ pub fn env_var_name(key: &str) -> String {
 }
 
 fn config_err(key: impl Into<String>, reason: impl Into<String>) -> SensorError {
-    SensorError::Config {
-        key: key.into(),
-        reason: reason.into(),
-    }
+    SensorError::Config { key: key.into(), reason: reason.into() }
 }
 
 impl Kind {
@@ -280,15 +270,10 @@ fn insert(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> 
             Ok(())
         }
         Some((section, rest)) => {
-            let entry = table
-                .entry(section)
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => insert(t, rest, value),
-                other => Err(config_err(
-                    section,
-                    format!("expected a table, got {}", other.type_str()),
-                )),
+                other => Err(config_err(section, format!("expected a table, got {}", other.type_str()))),
             }
         }
     }
@@ -315,13 +300,9 @@ impl Config {
         let mut root = match file {
             None => toml::Table::new(),
             Some(path) => {
-                let file_err = |reason: String| SensorError::ConfigFile {
-                    path: path.to_owned(),
-                    reason,
-                };
+                let file_err = |reason: String| SensorError::ConfigFile { path: path.to_owned(), reason };
                 let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| file_err(e.to_string()))?
+                text.parse::<toml::Table>().map_err(|e| file_err(e.to_string()))?
             }
         };
         let mut warnings = Vec::new();
@@ -330,17 +311,14 @@ impl Config {
             if !name.starts_with(ENV_PREFIX) {
                 continue;
             }
-            let Some(&(key, kind, _)) = KEYS.iter().find(|(key, _, _)| env_var_name(key) == name)
-            else {
+            let Some(&(key, kind, _)) = KEYS.iter().find(|(key, _, _)| env_var_name(key) == name) else {
                 warnings.push(format!(
                     "ignoring unknown environment variable {name}: not a sensor setting \
                      (Kubernetes service links also look like this)"
                 ));
                 continue;
             };
-            let parsed = kind
-                .parse(&value)
-                .map_err(|reason| config_err(&name, reason))?;
+            let parsed = kind.parse(&value).map_err(|reason| config_err(&name, reason))?;
             insert(&mut root, key, parsed)?;
             from_env.insert(key, name);
         }
@@ -364,17 +342,11 @@ impl Config {
     /// key, e.g. `SensorError::Config { key: "classify.probe_attempts", reason: "must be between
     /// 2 and 10, got 1" }`.
     pub fn validate(&self) -> Result<()> {
-        fn range<T: PartialOrd + Display + Copy>(
-            key: &str,
-            v: T,
-            min: T,
-            max: Option<T>,
-        ) -> Result<()> {
+        fn range<T: PartialOrd + Display + Copy>(key: &str, v: T, min: T, max: Option<T>) -> Result<()> {
             match max {
-                Some(max) if v < min || v > max => Err(config_err(
-                    key,
-                    format!("must be between {min} and {max}, got {v}"),
-                )),
+                Some(max) if v < min || v > max => {
+                    Err(config_err(key, format!("must be between {min} and {max}, got {v}")))
+                }
                 None if v < min => Err(config_err(key, format!("must be at least {min}, got {v}"))),
                 _ => Ok(()),
             }
@@ -382,46 +354,18 @@ impl Config {
         let (l, c, s) = (&self.listen, &self.classify, &self.storage);
         range("listen.max_inbound_peers", l.max_inbound_peers, 1, None)?;
         range("listen.max_peers_per_ip", l.max_peers_per_ip, 1, None)?;
-        range(
-            "listen.max_peers_per_subnet",
-            l.max_peers_per_subnet,
-            1,
-            None,
-        )?;
-        range(
-            "listen.max_pending_handshakes",
-            l.max_pending_handshakes,
-            1,
-            Some(32),
-        )?;
-        range(
-            "listen.handshake_timeout_ms",
-            l.handshake_timeout_ms,
-            1000,
-            Some(120_000),
-        )?;
-        range(
-            "classify.probe_timeout_ms",
-            c.probe_timeout_ms,
-            100,
-            Some(60_000),
-        )?;
+        range("listen.max_peers_per_subnet", l.max_peers_per_subnet, 1, None)?;
+        range("listen.max_pending_handshakes", l.max_pending_handshakes, 1, Some(32))?;
+        range("listen.handshake_timeout_ms", l.handshake_timeout_ms, 1000, Some(120_000))?;
+        range("classify.probe_timeout_ms", c.probe_timeout_ms, 100, Some(60_000))?;
         range("classify.probe_attempts", c.probe_attempts, 2, Some(10))?;
         range("classify.concurrency", c.concurrency, 1, Some(4096))?;
         range("classify.queue_capacity", c.queue_capacity, 1, None)?;
         range("classify.cache_capacity", c.cache_capacity, 1, None)?;
         range("storage.batch_size", s.batch_size, 1, Some(100_000))?;
-        range(
-            "storage.flush_interval_ms",
-            s.flush_interval_ms,
-            1,
-            Some(60_000),
-        )?;
+        range("storage.flush_interval_ms", s.flush_interval_ms, 1, Some(60_000))?;
         if s.queue_capacity < s.batch_size {
-            let reason = format!(
-                "must be at least storage.batch_size ({}), got {}",
-                s.batch_size, s.queue_capacity
-            );
+            let reason = format!("must be at least storage.batch_size ({}), got {}", s.batch_size, s.queue_capacity);
             return Err(config_err("storage.queue_capacity", reason));
         }
         Ok(())
@@ -431,8 +375,7 @@ impl Config {
     /// comment giving meaning, unit, range and environment variable. Parses back to
     /// [`Config::default`].
     pub fn default_toml() -> String {
-        let defaults = toml::Table::try_from(Config::default())
-            .expect("the default config serializes to TOML");
+        let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes to TOML");
         let mut out = String::from(
             "# Kaspa P2P sensor configuration (sensor.toml).\n\
              # Precedence: command-line flags > SENSOR_* environment variables > this file\n\
@@ -446,18 +389,9 @@ impl Config {
                 out.push_str(&format!("\n[{sect}]\n"));
                 section = sect;
             }
-            let table = if sect.is_empty() {
-                Some(&defaults)
-            } else {
-                defaults[sect].as_table()
-            };
-            let value = table
-                .and_then(|t| t.get(name))
-                .expect("every key has a default");
-            out.push_str(&format!(
-                "\n# {doc}. Env: {}.\n{name} = {value}\n",
-                env_var_name(key)
-            ));
+            let table = if sect.is_empty() { Some(&defaults) } else { defaults[sect].as_table() };
+            let value = table.and_then(|t| t.get(name)).expect("every key has a default");
+            out.push_str(&format!("\n# {doc}. Env: {}.\n{name} = {value}\n", env_var_name(key)));
         }
         out
     }
@@ -465,33 +399,20 @@ impl Config {
     /// The P2P listen address: `listen.address`, or `0.0.0.0:<network default P2P port>`.
     pub fn listen_address(&self) -> SocketAddr {
         let port = self.network.default_p2p_port();
-        self.listen
-            .address
-            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        self.listen.address.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
     }
 
     /// The SQLite file: `storage.path`, or `<data_dir>/sensor.sqlite`.
     pub fn database_path(&self) -> PathBuf {
-        self.storage
-            .path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("sensor.sqlite"))
+        self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("sensor.sqlite"))
     }
 
     /// The sensor's name: `sensor_id`, or the `HOSTNAME` environment variable (set in every
     /// Kubernetes pod), or `"sensor"`.
     pub fn sensor_id(&self) -> String {
-        let hostname = || {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|h| !h.trim().is_empty())
-        };
+        let hostname = || std::env::var("HOSTNAME").ok().filter(|h| !h.trim().is_empty());
         let id = self.sensor_id.trim();
-        if id.is_empty() {
-            hostname().unwrap_or_else(|| "sensor".to_owned())
-        } else {
-            id.to_owned()
-        }
+        if id.is_empty() { hostname().unwrap_or_else(|| "sensor".to_owned()) } else { id.to_owned() }
     }
 }
 
@@ -519,17 +440,11 @@ impl CliOverrides {
 }
 
 /// Serializes `None` as `""` (how the TOML file spells "unset") and `Some(v)` as `v`'s text.
-fn ser_opt<S: Serializer, T: Display>(
-    value: &Option<T>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
+fn ser_opt<S: Serializer, T: Display>(value: &Option<T>, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&value.as_ref().map(ToString::to_string).unwrap_or_default())
 }
 
-fn ser_opt_path<S: Serializer>(
-    value: &Option<PathBuf>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
+fn ser_opt_path<S: Serializer>(value: &Option<PathBuf>, s: S) -> std::result::Result<S::Ok, S::Error> {
     match value {
         Some(path) => path.serialize(s),
         None => s.serialize_str(""),
@@ -537,33 +452,21 @@ fn ser_opt_path<S: Serializer>(
 }
 
 fn parse_addr<E: serde::de::Error>(text: &str) -> std::result::Result<SocketAddr, E> {
-    text.trim()
-        .parse()
-        .map_err(|_| E::custom(format!("invalid socket address {text:?}")))
+    text.trim().parse().map_err(|_| E::custom(format!("invalid socket address {text:?}")))
 }
 
 fn de_addr<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<SocketAddr, D::Error> {
     parse_addr(&String::deserialize(d)?)
 }
 
-fn de_opt_addr<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<SocketAddr>, D::Error> {
+fn de_opt_addr<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(d)?;
-    if text.trim().is_empty() {
-        Ok(None)
-    } else {
-        parse_addr(&text).map(Some)
-    }
+    if text.trim().is_empty() { Ok(None) } else { parse_addr(&text).map(Some) }
 }
 
 fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<PathBuf>, D::Error> {
     let text = String::deserialize(d)?;
-    Ok(if text.is_empty() {
-        None
-    } else {
-        Some(PathBuf::from(text))
-    })
+    Ok(if text.is_empty() { None } else { Some(PathBuf::from(text)) })
 }
 
 #[cfg(test)]

@@ -123,13 +123,7 @@ pub struct Event {
 
 impl Event {
     /// A new event stamped now with a fresh UUID v7.
-    pub fn now(
-        sensor_id: &str,
-        kind: EventKind,
-        direction: Direction,
-        peer_ip: IpAddr,
-        peer_port: u16,
-    ) -> Self {
+    pub fn now(sensor_id: &str, kind: EventKind, direction: Direction, peer_ip: IpAddr, peer_port: u16) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             timestamp: OffsetDateTime::now_utc(),

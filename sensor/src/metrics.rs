@@ -98,9 +98,9 @@ impl Metrics {
             rejections: Family::default(),
             probes: Family::default(),
             verdicts: Family::default(),
-            probe_duration_seconds: Histogram::new(
-                [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            ),
+            probe_duration_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             peers_classified_public: Counter::default(),
             peers_classified_private: Counter::default(),
             probe_queue_depth: Gauge::default(),
@@ -113,22 +113,50 @@ impl Metrics {
         };
         let mut registry = Registry::with_prefix("sensor");
         let m = &metrics;
-        registry.register("connections", "Inbound connections by result and dial-back attempts by result", m.connections.clone());
+        registry.register(
+            "connections",
+            "Inbound connections by result and dial-back attempts by result",
+            m.connections.clone(),
+        );
         registry.register("connections_active", "Inbound peers currently held", m.connections_active.clone());
         registry.register("handshakes_pending", "Inbound handshakes in progress", m.handshakes_pending.clone());
         registry.register("inbound_rejections", "Inbound connections refused, by reason", m.rejections.clone());
         registry.register("probes", "Dial-back probes finished, by classification", m.probes.clone());
-        registry.register("verdicts", "Verdicts recorded (cache hits included), by classification and reason", m.verdicts.clone());
-        registry.register("probe_duration_seconds", "Wall time of a dial-back probe, all attempts", m.probe_duration_seconds.clone());
+        registry.register(
+            "verdicts",
+            "Verdicts recorded (cache hits included), by classification and reason",
+            m.verdicts.clone(),
+        );
+        registry.register(
+            "probe_duration_seconds",
+            "Wall time of a dial-back probe, all attempts",
+            m.probe_duration_seconds.clone(),
+        );
         registry.register("peers_classified_public", "Verdicts 'public' recorded", m.peers_classified_public.clone());
-        registry.register("peers_classified_private", "Verdicts 'private' recorded", m.peers_classified_private.clone());
+        registry.register(
+            "peers_classified_private",
+            "Verdicts 'private' recorded",
+            m.peers_classified_private.clone(),
+        );
         registry.register("probe_queue_depth", "Peers waiting for a dial-back probe", m.probe_queue_depth.clone());
         registry.register("probes_in_flight", "Dial-back probes running", m.probes_in_flight.clone());
-        registry.register("verdict_cache_hits", "Verdicts served from the (ip,port) cache", m.verdict_cache_hits.clone());
+        registry.register(
+            "verdict_cache_hits",
+            "Verdicts served from the (ip,port) cache",
+            m.verdict_cache_hits.clone(),
+        );
         registry.register("storage_events", "Events committed to SQLite", m.storage_events.clone());
         registry.register("storage_errors", "Storage failures by kind", m.storage_errors.clone());
-        registry.register("storage_queue_depth", "Events accepted but not yet committed", m.storage_queue_depth.clone());
-        registry.register("messages_received", "Post-handshake messages received, by type", m.messages_received.clone());
+        registry.register(
+            "storage_queue_depth",
+            "Events accepted but not yet committed",
+            m.storage_queue_depth.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Post-handshake messages received, by type",
+            m.messages_received.clone(),
+        );
         // Pre-create the closed label sets so dashboards see zeros, not gaps.
         for r in RejectReason::ALL {
             let _ = m.rejections.get_or_create(&ReasonLabels { reason: r.as_str() });
@@ -137,7 +165,9 @@ impl Metrics {
             let _ = m.probes.get_or_create(&ClassificationLabels { classification: c.as_str() });
         }
         for r in VerdictReason::ALL {
-            let _ = m.verdicts.get_or_create(&VerdictLabels { classification: r.classification().as_str(), reason: r.as_str() });
+            let _ = m
+                .verdicts
+                .get_or_create(&VerdictLabels { classification: r.classification().as_str(), reason: r.as_str() });
         }
         for result in ["accepted", "rejected"] {
             let _ = m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result });
@@ -153,7 +183,9 @@ impl Metrics {
     /// Counts one verdict, with the classification-specific counters.
     pub fn verdict(&self, reason: VerdictReason) {
         let classification = reason.classification();
-        self.verdicts.get_or_create(&VerdictLabels { classification: classification.as_str(), reason: reason.as_str() }).inc();
+        self.verdicts
+            .get_or_create(&VerdictLabels { classification: classification.as_str(), reason: reason.as_str() })
+            .inc();
         match classification {
             Classification::Public => self.peers_classified_public.inc(),
             Classification::Private => self.peers_classified_private.inc(),

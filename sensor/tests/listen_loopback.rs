@@ -59,7 +59,10 @@ fn node(network: Network, advertised: SocketAddr, listen: bool) -> (Arc<Adaptor>
 }
 
 fn test_config(dir: &std::path::Path, max_per_ip: usize) -> Config {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let overrides = CliOverrides {
         network: Some(Network::Devnet),
         listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
@@ -227,5 +230,37 @@ async fn raw_wire_client_from_another_loopback_source_is_accepted_and_kept() {
     let row = eventually(Duration::from_secs(5), || reader.peers(10).ok()?.into_iter().next()).await;
     assert_eq!(row.last_ip.as_deref(), Some("127.0.3.7"));
     keep.abort();
+    sensor.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_peers_are_recorded_as_accepted() {
+    use sensor::kaspa::wire::WireConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), 64);
+    let sensor = Sensor::start(&config).await.unwrap();
+    for i in 0..20u8 {
+        let src = std::net::IpAddr::from([127, 0, 4, i + 1]);
+        let version = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: None };
+        let mut conn = WireConnection::connect(sensor.p2p_address, Some(src), Duration::from_secs(5)).await.unwrap();
+        conn.handshake(version.message(), Duration::from_secs(5)).await.expect("handshake");
+        conn.close(Duration::from_secs(5)).await;
+    }
+    let metrics = sensor.context().metrics.clone();
+    eventually(Duration::from_secs(10), || {
+        (metrics
+            .verdicts
+            .get_or_create(&sensor::metrics::VerdictLabels { classification: "unknown", reason: "private_source" })
+            .get()
+            + metrics.peers_classified_private.get()
+            >= 20)
+            .then_some(())
+    })
+    .await;
+    let accepted = metrics
+        .connections
+        .get_or_create(&sensor::metrics::ConnectionLabels { direction: "inbound", result: "accepted" })
+        .get();
+    assert_eq!(accepted, 20, "a peer that completed the handshake and left at once is still an accepted connection");
     sensor.shutdown().await.unwrap();
 }

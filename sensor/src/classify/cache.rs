@@ -81,7 +81,10 @@ mod tests {
         let t0 = Instant::now();
         let mut c = VerdictCache::new(Duration::from_secs(60), 10);
         c.insert(addr("8.8.8.8:16111"), "a", VerdictReason::HandshakeVerified, t0);
-        assert_eq!(c.get(addr("8.8.8.8:16111"), "a", t0 + Duration::from_secs(59)), Some(VerdictReason::HandshakeVerified));
+        assert_eq!(
+            c.get(addr("8.8.8.8:16111"), "a", t0 + Duration::from_secs(59)),
+            Some(VerdictReason::HandshakeVerified)
+        );
         assert_eq!(c.get(addr("8.8.8.8:16111"), "a", t0 + Duration::from_secs(60)), None);
         assert_eq!(c.get(addr("8.8.8.8:16112"), "a", t0), None);
     }

@@ -106,10 +106,11 @@ impl Classifier {
         let inner = &self.inner;
         let s = &inner.settings;
         let default_port = inner.ctx.network.default_p2p_port();
-        let target = match probe_target(request.source.ip(), request.advertised_port, default_port, s.allow_private_targets) {
-            Ok(t) => t,
-            Err(reason) => return inner.record(&request, None, reason, ProbeInfo::default()),
-        };
+        let target =
+            match probe_target(request.source.ip(), request.advertised_port, default_port, s.allow_private_targets) {
+                Ok(t) => t,
+                Err(reason) => return inner.record(&request, None, reason, ProbeInfo::default()),
+            };
         let cached = inner.cache.lock().ok().and_then(|c| c.get(target, &request.peer_id, Instant::now()));
         if let Some(reason) = cached {
             inner.ctx.metrics.verdict_cache_hits.inc();
@@ -119,7 +120,8 @@ impl Classifier {
         match inner.queue.try_send(Job { request, target }) {
             Ok(()) => inner.update_queue_depth(),
             Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
-                let reason = if inner.queue.is_closed() { VerdictReason::ShuttingDown } else { VerdictReason::QueueFull };
+                let reason =
+                    if inner.queue.is_closed() { VerdictReason::ShuttingDown } else { VerdictReason::QueueFull };
                 let probe = ProbeInfo { target: Some(job.target.to_string()), ..ProbeInfo::default() };
                 inner.record(&job.request, Some(job.target), reason, probe);
             }

@@ -107,7 +107,9 @@ impl ConnectionInitializer for ProbeInitializer {
         let Some(remote_id) = remote_id else {
             return Err(ProtocolError::Other("invalid Version"));
         };
-        tokio::time::timeout(t, handshake::exchange_ready(&router, &mut flows)).await.map_err(|_| ProtocolError::Timeout(t))??;
+        tokio::time::timeout(t, handshake::exchange_ready(&router, &mut flows))
+            .await
+            .map_err(|_| ProtocolError::Timeout(t))??;
         self.observe(AttemptOutcome::Version { remote_id, completed: true });
 
         // Done: close without a Reject. The hub skips routers that are already closed.

@@ -95,9 +95,7 @@ impl VerdictReason {
     pub fn classification(self) -> Classification {
         match self {
             Self::HandshakeVerified | Self::VersionVerified => Classification::Public,
-            Self::Refused | Self::Timeout | Self::DifferentNode | Self::HandshakeFailed => {
-                Classification::Private
-            }
+            Self::Refused | Self::Timeout | Self::DifferentNode | Self::HandshakeFailed => Classification::Private,
             Self::QueueFull | Self::PrivateSource | Self::InvalidAddress | Self::ShuttingDown => {
                 Classification::Unknown
             }
@@ -136,9 +134,7 @@ pub enum Decision {
 /// `min_attempts` (at least 2, design §3) have failed, and the last failure names the reason.
 pub fn decide(expected_id: &str, attempts: &[AttemptOutcome], min_attempts: u32) -> Decision {
     if let Some(completed) = attempts.iter().find_map(|a| match a {
-        AttemptOutcome::Version { remote_id, completed } if remote_id == expected_id => {
-            Some(*completed)
-        }
+        AttemptOutcome::Version { remote_id, completed } if remote_id == expected_id => Some(*completed),
         _ => None,
     }) {
         return Decision::Final(if completed {
@@ -197,14 +193,8 @@ mod tests {
 
     #[test]
     fn matching_version_is_public_on_first_attempt() {
-        assert_eq!(
-            decide(ID, &[version(ID, true)], 2),
-            Decision::Final(VerdictReason::HandshakeVerified)
-        );
-        assert_eq!(
-            decide(ID, &[version(ID, false)], 2),
-            Decision::Final(VerdictReason::VersionVerified)
-        );
+        assert_eq!(decide(ID, &[version(ID, true)], 2), Decision::Final(VerdictReason::HandshakeVerified));
+        assert_eq!(decide(ID, &[version(ID, false)], 2), Decision::Final(VerdictReason::VersionVerified));
         assert_eq!(
             decide(ID, &[AttemptOutcome::Timeout, version(ID, true)], 2),
             Decision::Final(VerdictReason::HandshakeVerified)

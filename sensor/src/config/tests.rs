@@ -3,10 +3,7 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn write(text: &str) -> tempfile::NamedTempFile {
@@ -15,11 +12,7 @@ fn write(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
-fn load(
-    file: Option<&str>,
-    vars: &[(&str, &str)],
-    cli: &CliOverrides,
-) -> Result<(Config, Vec<String>)> {
+fn load(file: Option<&str>, vars: &[(&str, &str)], cli: &CliOverrides) -> Result<(Config, Vec<String>)> {
     let file = file.map(write);
     Config::load(file.as_ref().map(|f| f.path()), env(vars), cli)
 }
@@ -37,10 +30,7 @@ fn defaults_when_nothing_given() {
     assert_eq!(config, Config::default());
     assert!(warnings.is_empty());
     assert_eq!(config.listen_address(), "0.0.0.0:16111".parse().unwrap());
-    assert_eq!(
-        config.database_path(),
-        PathBuf::from("./data/sensor.sqlite")
-    );
+    assert_eq!(config.database_path(), PathBuf::from("./data/sensor.sqlite"));
     assert_eq!(config.metrics.listen, "0.0.0.0:9102".parse().unwrap());
     assert!(!config.sensor_id().is_empty());
 }
@@ -52,13 +42,7 @@ fn layers_file_env_cli() {
     let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
     assert_eq!(config.network, Network::Devnet);
     assert_eq!(config.sensor_id(), "s1");
-    assert_eq!(
-        (
-            config.listen.max_peers_per_ip,
-            config.listen.max_inbound_peers
-        ),
-        (7, 9)
-    );
+    assert_eq!((config.listen.max_peers_per_ip, config.listen.max_inbound_peers), (7, 9));
     assert_eq!(config.listen_address(), "0.0.0.0:16611".parse().unwrap());
     assert_eq!(config.database_path(), PathBuf::from("/x/db.sqlite"));
     assert_eq!(config.classify, ClassifyConfig::default());
@@ -73,13 +57,7 @@ fn layers_file_env_cli() {
     let (config, warnings) = load(Some(file), &vars, &CliOverrides::default()).unwrap();
     assert!(warnings.is_empty());
     assert_eq!(config.network, Network::Testnet10);
-    assert_eq!(
-        (
-            config.listen.max_peers_per_ip,
-            config.listen.max_inbound_peers
-        ),
-        (3, 9)
-    );
+    assert_eq!((config.listen.max_peers_per_ip, config.listen.max_inbound_peers), (3, 9));
     assert!(config.classify.allow_private_targets);
     assert_eq!(config.metrics.listen, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(config.listen_address(), "127.0.0.1:1234".parse().unwrap());
@@ -95,10 +73,7 @@ fn layers_file_env_cli() {
     let (config, _) = load(Some(file), &vars, &cli).unwrap();
     assert_eq!(config.network, Network::Simnet);
     assert_eq!(config.listen_address(), "127.0.0.2:1".parse().unwrap());
-    assert_eq!(
-        config.listen.external_address,
-        Some("1.2.3.4:16111".parse().unwrap())
-    );
+    assert_eq!(config.listen.external_address, Some("1.2.3.4:16111".parse().unwrap()));
     assert_eq!(config.data_dir, PathBuf::from("/d"));
     assert_eq!(config.metrics.listen, "127.0.0.1:1".parse().unwrap());
     assert!(!config.classify.allow_private_targets);
@@ -113,29 +88,13 @@ fn file_errors() {
     assert!(reason.starts_with("unknown key"), "{reason}");
     assert_eq!(err_key(load(Some("colour = 1\n"), &[], &cli)).0, "colour");
     let (key, reason) = err_key(load(Some("[listen]\naddress = \"x\"\n"), &[], &cli));
-    assert_eq!(
-        (key.as_str(), reason.as_str()),
-        ("listen.address", "invalid socket address \"x\"")
-    );
-    let (key, reason) = err_key(load(
-        Some("[classify]\nconcurrency = \"many\"\n"),
-        &[],
-        &cli,
-    ));
+    assert_eq!((key.as_str(), reason.as_str()), ("listen.address", "invalid socket address \"x\""));
+    let (key, reason) = err_key(load(Some("[classify]\nconcurrency = \"many\"\n"), &[], &cli));
     assert_eq!(key, "classify.concurrency");
     assert!(reason.contains("invalid type"), "{reason}");
-    assert_eq!(
-        err_key(load(Some("network = \"moon\"\n"), &[], &cli)).0,
-        "network"
-    );
-    assert_eq!(
-        err_key(load(Some("[listen]\nhold_time_secs = -1\n"), &[], &cli)).0,
-        "listen.hold_time_secs"
-    );
-    assert!(matches!(
-        load(Some("[listen\n"), &[], &cli),
-        Err(SensorError::ConfigFile { .. })
-    ));
+    assert_eq!(err_key(load(Some("network = \"moon\"\n"), &[], &cli)).0, "network");
+    assert_eq!(err_key(load(Some("[listen]\nhold_time_secs = -1\n"), &[], &cli)).0, "listen.hold_time_secs");
+    assert!(matches!(load(Some("[listen\n"), &[], &cli), Err(SensorError::ConfigFile { .. })));
     let missing = Config::load(Some(Path::new("/nonexistent/sensor.toml")), env(&[]), &cli);
     assert!(matches!(missing, Err(SensorError::ConfigFile { .. })));
 }
@@ -143,55 +102,25 @@ fn file_errors() {
 #[test]
 fn env_warnings_and_errors() {
     let cli = CliOverrides::default();
-    let vars = [
-        ("SENSOR_SERVICE_HOST", "10.0.0.1"),
-        ("SENSOR_PORT", "tcp://10.0.0.1:80"),
-        ("OTHER", "x"),
-    ];
+    let vars = [("SENSOR_SERVICE_HOST", "10.0.0.1"), ("SENSOR_PORT", "tcp://10.0.0.1:80"), ("OTHER", "x")];
     let (config, warnings) = load(None, &vars, &cli).unwrap();
     assert_eq!(config, Config::default());
     assert_eq!(warnings.len(), 2);
     assert!(warnings[0].contains("SENSOR_SERVICE_HOST"));
 
-    let (key, reason) = err_key(load(
-        None,
-        &[("SENSOR_LISTEN_MAX_PEERS_PER_IP", "many")],
-        &cli,
-    ));
+    let (key, reason) = err_key(load(None, &[("SENSOR_LISTEN_MAX_PEERS_PER_IP", "many")], &cli));
     assert_eq!(key, "SENSOR_LISTEN_MAX_PEERS_PER_IP");
     assert!(reason.contains("\"many\""), "{reason}");
     assert_eq!(
-        err_key(load(
-            None,
-            &[("SENSOR_CLASSIFY_ALLOW_PRIVATE_TARGETS", "yes")],
-            &cli
-        ))
-        .0,
+        err_key(load(None, &[("SENSOR_CLASSIFY_ALLOW_PRIVATE_TARGETS", "yes")], &cli)).0,
         "SENSOR_CLASSIFY_ALLOW_PRIVATE_TARGETS"
     );
     let (key, reason) = err_key(load(None, &[("SENSOR_METRICS_LISTEN", "x")], &cli));
-    assert_eq!(
-        (key.as_str(), reason.as_str()),
-        ("SENSOR_METRICS_LISTEN", "invalid socket address \"x\"")
-    );
-    assert_eq!(
-        err_key(load(None, &[("SENSOR_STORAGE_BATCH_SIZE", "-5")], &cli)).0,
-        "SENSOR_STORAGE_BATCH_SIZE"
-    );
-    assert_eq!(
-        err_key(load(None, &[("SENSOR_NETWORK", "moon")], &cli)).0,
-        "SENSOR_NETWORK"
-    );
-    let (config, _) = load(
-        None,
-        &[("SENSOR_SENSOR_ID", "abc"), ("SENSOR_DATA_DIR", "/v")],
-        &cli,
-    )
-    .unwrap();
-    assert_eq!(
-        (config.sensor_id(), config.database_path()),
-        ("abc".into(), PathBuf::from("/v/sensor.sqlite"))
-    );
+    assert_eq!((key.as_str(), reason.as_str()), ("SENSOR_METRICS_LISTEN", "invalid socket address \"x\""));
+    assert_eq!(err_key(load(None, &[("SENSOR_STORAGE_BATCH_SIZE", "-5")], &cli)).0, "SENSOR_STORAGE_BATCH_SIZE");
+    assert_eq!(err_key(load(None, &[("SENSOR_NETWORK", "moon")], &cli)).0, "SENSOR_NETWORK");
+    let (config, _) = load(None, &[("SENSOR_SENSOR_ID", "abc"), ("SENSOR_DATA_DIR", "/v")], &cli).unwrap();
+    assert_eq!((config.sensor_id(), config.database_path()), ("abc".into(), PathBuf::from("/v/sensor.sqlite")));
 }
 
 #[test]
@@ -200,12 +129,7 @@ fn empty_strings_mean_unset() {
     let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
     assert_eq!(config, Config::default());
     let vars = [("SENSOR_LISTEN_ADDRESS", "")];
-    let (config, _) = load(
-        Some("[listen]\naddress = \"1.2.3.4:5\"\n"),
-        &vars,
-        &CliOverrides::default(),
-    )
-    .unwrap();
+    let (config, _) = load(Some("[listen]\naddress = \"1.2.3.4:5\"\n"), &vars, &CliOverrides::default()).unwrap();
     assert_eq!(config.listen.address, None);
 }
 
@@ -247,61 +171,29 @@ fn validation_ranges() {
             other => panic!("expected an error for {key}, got {other:?}"),
         }
     };
-    check(
-        |c| c.classify.probe_attempts = 1,
-        "classify.probe_attempts",
-        "must be between 2 and 10, got 1",
-    );
-    check(
-        |c| c.classify.probe_attempts = 11,
-        "classify.probe_attempts",
-        "must be between 2 and 10, got 11",
-    );
+    check(|c| c.classify.probe_attempts = 1, "classify.probe_attempts", "must be between 2 and 10, got 1");
+    check(|c| c.classify.probe_attempts = 11, "classify.probe_attempts", "must be between 2 and 10, got 11");
     check(
         |c| c.listen.max_pending_handshakes = 33,
         "listen.max_pending_handshakes",
         "must be between 1 and 32, got 33",
     );
-    check(
-        |c| c.listen.max_peers_per_ip = 0,
-        "listen.max_peers_per_ip",
-        "must be at least 1, got 0",
-    );
+    check(|c| c.listen.max_peers_per_ip = 0, "listen.max_peers_per_ip", "must be at least 1, got 0");
     check(
         |c| c.listen.handshake_timeout_ms = 999,
         "listen.handshake_timeout_ms",
         "must be between 1000 and 120000, got 999",
     );
-    check(
-        |c| c.classify.probe_timeout_ms = 99,
-        "classify.probe_timeout_ms",
-        "must be between 100 and 60000, got 99",
-    );
-    check(
-        |c| c.classify.concurrency = 4097,
-        "classify.concurrency",
-        "must be between 1 and 4096, got 4097",
-    );
-    check(
-        |c| c.classify.cache_capacity = 0,
-        "classify.cache_capacity",
-        "must be at least 1, got 0",
-    );
-    check(
-        |c| c.storage.flush_interval_ms = 0,
-        "storage.flush_interval_ms",
-        "must be between 1 and 60000, got 0",
-    );
+    check(|c| c.classify.probe_timeout_ms = 99, "classify.probe_timeout_ms", "must be between 100 and 60000, got 99");
+    check(|c| c.classify.concurrency = 4097, "classify.concurrency", "must be between 1 and 4096, got 4097");
+    check(|c| c.classify.cache_capacity = 0, "classify.cache_capacity", "must be at least 1, got 0");
+    check(|c| c.storage.flush_interval_ms = 0, "storage.flush_interval_ms", "must be between 1 and 60000, got 0");
     check(
         |c| c.storage.queue_capacity = 100,
         "storage.queue_capacity",
         "must be at least storage.batch_size (512), got 100",
     );
     assert!(Config::default().validate().is_ok());
-    let (key, _) = err_key(load(
-        None,
-        &[("SENSOR_CLASSIFY_PROBE_ATTEMPTS", "1")],
-        &CliOverrides::default(),
-    ));
+    let (key, _) = err_key(load(None, &[("SENSOR_CLASSIFY_PROBE_ATTEMPTS", "1")], &CliOverrides::default()));
     assert_eq!(key, "classify.probe_attempts");
 }

@@ -140,10 +140,7 @@ pub fn handling(t: T) -> Handling {
         | T::TrustedDataChunksEnd => Handling::Drain,
         T::RequestAddresses => Handling::RequestAddresses,
         T::Ping => Handling::Ping,
-        T::Verack
-        | T::Version
-        | T::Reject
-        | T::Ready => Handling::Handshake,
+        T::Verack | T::Version | T::Reject | T::Ready => Handling::Handshake,
     }
 }
 
@@ -235,7 +232,9 @@ impl PeerFlows {
             let t = T::from(&payload);
             count(t);
             let reply = match (handling(t), payload) {
-                (Handling::Ping, Payload::Ping(ping)) => make_message!(Payload::Pong, PongMessage { nonce: ping.nonce }),
+                (Handling::Ping, Payload::Ping(ping)) => {
+                    make_message!(Payload::Pong, PongMessage { nonce: ping.nonce })
+                }
                 (Handling::RequestAddresses, _) => {
                     make_message!(Payload::Addresses, AddressesMessage { address_list: addresses.clone() })
                 }

@@ -9,7 +9,9 @@
 //! route: the router closes the connection on them, which surfaces here as `ConnectionClosed`.
 
 use kaspa_p2p_lib::{
-    KaspadMessagePayloadType as T, Router, common::ProtocolError, make_message,
+    KaspadMessagePayloadType as T, Router,
+    common::ProtocolError,
+    make_message,
     pb::{self, ReadyMessage, VerackMessage, kaspad_message::Payload},
 };
 

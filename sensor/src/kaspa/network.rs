@@ -62,7 +62,9 @@ impl fmt::Display for Network {
 
 /// Error for an unrecognised network name; the message lists the accepted names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown network {0:?}; expected one of mainnet, testnet-10, testnet-12, devnet, simnet (optionally prefixed kaspa-)")]
+#[error(
+    "unknown network {0:?}; expected one of mainnet, testnet-10, testnet-12, devnet, simnet (optionally prefixed kaspa-)"
+)]
 pub struct UnknownNetwork(pub String);
 
 impl FromStr for Network {

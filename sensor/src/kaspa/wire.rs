@@ -9,11 +9,9 @@ use std::{
     time::Duration,
 };
 
-use kaspa_p2p_lib::{
-    pb::{
-        self, AddressesMessage, KaspadMessage, PongMessage, ReadyMessage, VerackMessage, kaspad_message::Payload,
-        p2p_client::P2pClient,
-    },
+use kaspa_p2p_lib::pb::{
+    self, AddressesMessage, KaspadMessage, PongMessage, ReadyMessage, VerackMessage, kaspad_message::Payload,
+    p2p_client::P2pClient,
 };
 use tokio::sync::mpsc;
 use tokio_stream_shim::ReceiverStream;
@@ -61,11 +59,8 @@ impl WireConnection {
             let channel = endpoint.connect().await.map_err(|e| p2p_err("connect", e))?;
             let mut client = P2pClient::new(channel).max_decoding_message_size(1 << 20);
             let (outgoing, rx) = mpsc::channel(64);
-            let incoming = client
-                .message_stream(ReceiverStream(rx))
-                .await
-                .map_err(|e| p2p_err("message stream", e))?
-                .into_inner();
+            let incoming =
+                client.message_stream(ReceiverStream(rx)).await.map_err(|e| p2p_err("message stream", e))?.into_inner();
             Ok(Self { outgoing, incoming })
         };
         tokio::time::timeout(timeout, open).await.map_err(|_| p2p_err("connect", "timed out"))?
@@ -114,6 +109,16 @@ impl WireConnection {
             Ok(theirs.expect("loop exits only with a Version"))
         };
         tokio::time::timeout(timeout, run).await.map_err(|_| p2p_err("handshake", "timed out"))?
+    }
+
+    /// Closes politely: ends our request stream — tonic first sends everything still queued,
+    /// such as a just-sent `Ready` — then waits (≤ `timeout`) for the peer to end its side.
+    /// Dropping a connection instead can lose queued messages.
+    pub async fn close(self, timeout: Duration) {
+        let Self { outgoing, mut incoming } = self;
+        drop(outgoing);
+        let drained = async { while let Ok(Some(_)) = incoming.message().await {} };
+        let _ = tokio::time::timeout(timeout, drained).await;
     }
 
     /// Keeps the connection alive like a node: Pong for Ping, empty Addresses for

@@ -102,7 +102,10 @@ impl ConnectionInitializer for InboundInitializer {
         let exchange = handshake::exchange_versions(&router, &mut flows, self.local.message(), |_| {});
         let version = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(self.reject(source, handshake_reason(&e), None)),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %source, error = %e, "handshake failed");
+                return Err(self.reject(source, handshake_reason(&e), None));
+            }
             Err(_) => return Err(self.reject(source, RejectReason::HandshakeTimeout, None)),
         };
         let peer = match read_peer_version(version) {
@@ -122,7 +125,10 @@ impl ConnectionInitializer for InboundInitializer {
         router.set_identity(PeerId::new(peer.id));
         match tokio::time::timeout_at(deadline, handshake::exchange_ready(&router, &mut flows)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.reject(source, handshake_reason(&e), Some(peer.info))),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %source, error = %e, "handshake failed at Ready");
+                return Err(self.reject(source, handshake_reason(&e), Some(peer.info)));
+            }
             Err(_) => return Err(self.reject(source, RejectReason::HandshakeTimeout, Some(peer.info))),
         }
         drop(pending);
@@ -131,8 +137,13 @@ impl ConnectionInitializer for InboundInitializer {
         let m = &self.ctx.metrics;
         m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result: "accepted" }).inc();
         m.connections_active.inc();
-        let mut event =
-            Event::now(&self.ctx.sensor_id, EventKind::Accepted, Direction::Inbound, source.ip().to_canonical(), source.port());
+        let mut event = Event::now(
+            &self.ctx.sensor_id,
+            EventKind::Accepted,
+            Direction::Inbound,
+            source.ip().to_canonical(),
+            source.port(),
+        );
         event.peer = peer.info.clone();
         tracing::info!(
             peer = %source, peer_id = %peer.id.simple(), user_agent = ?peer.info.user_agent,

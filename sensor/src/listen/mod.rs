@@ -86,7 +86,8 @@ impl Sensor {
         let metrics_address = http_listener.local_addr().map_err(|e| SensorError::io("metrics listener address", e))?;
         let ready = Arc::new(AtomicBool::new(false));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let http_task = tokio::spawn(http::serve(http_listener, Arc::new(registry), ready.clone(), shutdown_rx.clone()));
+        let http_task =
+            tokio::spawn(http::serve(http_listener, Arc::new(registry), ready.clone(), shutdown_rx.clone()));
 
         let ctx = Arc::new(Context { sensor_id: config.sensor_id(), network: config.network, store, metrics });
         let c = &config.classify;
@@ -122,7 +123,10 @@ impl Sensor {
                 max_pending_handshakes: l.max_pending_handshakes,
             }),
             classifier,
-            addresses: external.map(|a| pb::NetAddress::from(kaspa_utils::networking::NetAddress::from(a))).into_iter().collect(),
+            addresses: external
+                .map(|a| pb::NetAddress::from(kaspa_utils::networking::NetAddress::from(a)))
+                .into_iter()
+                .collect(),
             shutdown: shutdown_rx,
         });
         let adaptor = Adaptor::bidirectional(p2p_address.into(), Hub::new(), initializer, Default::default())
@@ -134,7 +138,18 @@ impl Sensor {
             p2p = %p2p_address, metrics = %metrics_address, network = %config.network, peer_id = %peer_id,
             external_address = ?external, database = %config.database_path().display(), "sensor ready"
         );
-        Ok(Self { ctx, adaptor, ready, shutdown_tx, classifier_task, http_task, grace, p2p_address, metrics_address, peer_id })
+        Ok(Self {
+            ctx,
+            adaptor,
+            ready,
+            shutdown_tx,
+            classifier_task,
+            http_task,
+            grace,
+            p2p_address,
+            metrics_address,
+            peer_id,
+        })
     }
 
     /// Stops in the order given in the module docs and flushes storage.
@@ -212,9 +227,11 @@ async fn wait_for_signal() {
 /// kaspa-p2p-lib binds inside a spawned task and panics there on failure, so we check first
 /// that the address can be bound at all (port in use, no permission, address not on this host).
 fn check_bindable(address: SocketAddr) -> Result<()> {
-    std::net::TcpListener::bind(address)
-        .map(drop)
-        .map_err(|source| SensorError::Bind { what: "Kaspa P2P listener", address, source })
+    std::net::TcpListener::bind(address).map(drop).map_err(|source| SensorError::Bind {
+        what: "Kaspa P2P listener",
+        address,
+        source,
+    })
 }
 
 /// Waits (≤ 5 s) until the P2P port accepts TCP connections. (Probing with a second `bind`

@@ -391,7 +391,13 @@ fn lab_owner_pid(name: &str) -> Option<u32> {
 /// Removes namespaces and root links left by lab runs whose process no longer exists (a test
 /// killed by SIGKILL cannot run its destructors).
 fn cleanup_stale_labs() {
-    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    // A zombie (state Z, not reaped yet) is gone too.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
     for ns in list_netns() {
         if let Some(pid) = lab_owner_pid(&ns)
             && !alive(pid)
