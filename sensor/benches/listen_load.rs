@@ -75,7 +75,12 @@ impl SensorProcess {
         let dir = tempfile::tempdir().unwrap();
         let p2p = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_sensor"))
+        // BENCH_SENSOR_WRAPPER="valgrind --tool=massif" runs the sensor under a profiler.
+        let wrapper = std::env::var("BENCH_SENSOR_WRAPPER").unwrap_or_default();
+        let mut argv: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+        argv.push(env!("CARGO_BIN_EXE_sensor").to_owned());
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
             .args(["listen", "--network", "devnet"])
             .args(probe.then_some("--allow-private-targets"))
             .args(["--listen", &p2p.to_string(), "--metrics-listen", &metrics.to_string()])
@@ -94,7 +99,7 @@ impl SensorProcess {
         let s = Self { child, p2p, metrics, _dir: dir };
         let start = Instant::now();
         while !http_get(s.metrics, "/readyz").starts_with("HTTP/1.1 200") {
-            assert!(start.elapsed() < Duration::from_secs(20), "sensor not ready");
+            assert!(start.elapsed() < Duration::from_secs(120), "sensor not ready");
             std::thread::sleep(Duration::from_millis(100));
         }
         s

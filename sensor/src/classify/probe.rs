@@ -23,7 +23,25 @@ use crate::kaspa::{flows::PeerFlows, handshake, network::Network, version::Local
 
 /// Makes one attempt against `target` (IP:PORT) on `network`, bounded by `timeout` for the
 /// whole connect + handshake. Never panics on what the peer sends.
+///
+/// A plain TCP connect comes first, bounded by `timeout` itself: kaspa-p2p-lib's client has a
+/// fixed 1 s connect timeout (`connection_handler.rs`), which would call a slow but reachable
+/// peer private, and building the library's client for a closed port is wasted work. Only an
+/// open port gets the Kaspa handshake (a second connection, within what is left of `timeout`).
 pub async fn attempt(target: SocketAddr, network: Network, timeout: Duration) -> AttemptOutcome {
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
+        Err(_elapsed) => return AttemptOutcome::Timeout,
+        Ok(Err(e)) => {
+            return match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => AttemptOutcome::Refused,
+                std::io::ErrorKind::TimedOut => AttemptOutcome::Timeout,
+                _ => AttemptOutcome::Failed(format!("tcp connect: {e}")),
+            };
+        }
+        Ok(Ok(stream)) => drop(stream),
+    }
+    let timeout = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     let local = LocalVersion { network, id: Uuid::new_v4(), address: None };
     let initializer = Arc::new(ProbeInitializer { local, step_timeout: timeout, observed: Mutex::default() });
     let adaptor = Adaptor::client_only(Hub::new(), initializer.clone(), Default::default());
@@ -115,5 +133,54 @@ impl ConnectionInitializer for ProbeInitializer {
         // Done: close without a Reject. The hub skips routers that are already closed.
         router.close().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    const T: Duration = Duration::from_millis(500);
+
+    #[tokio::test]
+    async fn closed_port_is_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(attempt(target, Network::Devnet, T).await, AttemptOutcome::Refused);
+    }
+
+    #[tokio::test]
+    async fn silent_listener_is_a_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        // Accepts and holds connections without ever speaking (a half-open or stalled peer).
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                match listener.accept().await {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        assert_eq!(attempt(target, Network::Devnet, T).await, AttemptOutcome::Timeout);
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn garbage_answer_is_a_failure_not_a_panic() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let serve = tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((mut s, _)) = listener.accept().await else { break };
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nnot a kaspa node").await;
+            }
+        });
+        let outcome = attempt(target, Network::Devnet, T).await;
+        assert!(matches!(outcome, AttemptOutcome::Failed(_)), "{outcome:?}");
+        serve.abort();
     }
 }
