@@ -15,7 +15,7 @@
 //!
 //! Peers advertise port 9 on their source address, where nothing listens, so every dial-back is
 //! refused twice (`private/refused`): the classification work is real but bounded by loopback.
-//! kaspa-p2p-lib admits at most 32 pending inbound handshakes (2 per IP), so clients run 24 at once.
+//! The sensor admits at most `listen.max_pending_handshakes` (32) handshakes at once, so clients run 16 at once.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
@@ -29,7 +29,7 @@ use sensor::kaspa::{network::Network, version::LocalVersion, wire::WireConnectio
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-const HANDSHAKES_AT_ONCE: usize = 24;
+const HANDSHAKES_AT_ONCE: usize = 16;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

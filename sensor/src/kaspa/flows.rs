@@ -149,7 +149,8 @@ fn types_handled_as(h: Handling) -> Vec<T> {
     ALL_MESSAGE_TYPES.iter().map(|(t, _)| *t).filter(|t| handling(*t) == h).collect()
 }
 
-fn type_name(t: T) -> &'static str {
+/// The type's name as in kaspa-p2p-lib (`Ping`, `RequestAddresses`, …): the metric label.
+pub fn message_type_name(t: T) -> &'static str {
     ALL_MESSAGE_TYPES.iter().find(|(x, _)| *x == t).map(|(_, n)| *n).unwrap_or("Unknown")
 }
 
@@ -218,7 +219,8 @@ impl PeerFlows {
             }
         };
         tokio::pin!(hold, shutdown);
-        let count = |t: T| metrics.messages_received.get_or_create(&MessageLabels { message_type: type_name(t) }).inc();
+        let count =
+            |t: T| metrics.messages_received.get_or_create(&MessageLabels { message_type: message_type_name(t) }).inc();
         let end = loop {
             let msg = tokio::select! {
                 _ = &mut shutdown => break FlowEnd::Shutdown,

@@ -3,16 +3,17 @@
 //!
 //! Start-up order: data dir + peer id → SQLite store → bind checks (P2P port, metrics port;
 //! failure exits non-zero with the address and the OS error) → metrics/health server →
-//! classifier → P2P server → `/readyz` turns 200 only once the P2P port is held.
+//! classifier → P2P server ([`server`], on the listener bound above) → `/readyz` 200.
 //! Shutdown order: `/readyz` 503 → refuse new peers → close held peers → let running probes
 //! finish within `listen.shutdown_grace_ms` (the rest are recorded `unknown/shutting_down`) →
 //! flush storage → exit 0.
 
 pub mod admission;
-pub mod inbound;
+pub mod connection;
+pub mod server;
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,12 +21,12 @@ use std::{
     time::Duration,
 };
 
-use kaspa_p2p_lib::{Adaptor, Hub, pb};
+use kaspa_p2p_lib::pb;
 use tokio::sync::watch;
 
 use self::{
     admission::{Admission, Limits},
-    inbound::{InboundInitializer, InboundSettings},
+    connection::{Inbound, InboundSettings},
 };
 use crate::{
     classify::{Classifier, ProbeSettings},
@@ -42,7 +43,7 @@ use crate::{
 /// [`Sensor::shutdown`] stops it. `run` does both around a signal wait.
 pub struct Sensor {
     ctx: Arc<Context>,
-    adaptor: Arc<Adaptor>,
+    server_task: tokio::task::JoinHandle<()>,
     ready: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     classifier_task: tokio::task::JoinHandle<()>,
@@ -59,14 +60,11 @@ pub struct Sensor {
 impl Sensor {
     /// Starts everything (see the module docs).
     ///
-    /// Errors: [`SensorError::Config`] for a P2P port of 0, [`SensorError::Bind`] when either
+    /// Errors: [`SensorError::Bind`] when either
     /// port cannot be bound, [`SensorError::Identity`]/[`SensorError::Io`] for the data dir,
     /// [`SensorError::Storage`] when the database cannot be opened or migrated.
     pub async fn start(config: &Config) -> Result<Self> {
         let p2p_address = config.listen_address();
-        if p2p_address.port() == 0 {
-            return Err(SensorError::Config { key: "listen.address".into(), reason: "port 0 is not allowed".into() });
-        }
         let id = identity::load_or_create(&config.data_dir)?;
         let (metrics, registry) = Metrics::new();
         let store = Store::open(
@@ -79,7 +77,7 @@ impl Sensor {
             },
             metrics.clone(),
         )?;
-        check_bindable(p2p_address)?;
+        let p2p_listener = server::bind(p2p_address).await?;
         let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
             SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
         })?;
@@ -109,7 +107,7 @@ impl Sensor {
         );
         let l = &config.listen;
         let external = l.external_address;
-        let initializer = Arc::new(InboundInitializer {
+        let inbound = Arc::new(Inbound {
             ctx: ctx.clone(),
             local: LocalVersion { network: config.network, id, address: external },
             settings: InboundSettings {
@@ -127,11 +125,13 @@ impl Sensor {
                 .map(|a| pb::NetAddress::from(kaspa_utils::networking::NetAddress::from(a)))
                 .into_iter()
                 .collect(),
-            shutdown: shutdown_rx,
+            shutdown: shutdown_rx.clone(),
         });
-        let adaptor = Adaptor::bidirectional(p2p_address.into(), Hub::new(), initializer, Default::default())
-            .map_err(|e| SensorError::P2p(e.to_string()))?;
-        wait_until_bound(p2p_address).await?;
+        let p2p_address = p2p_listener.local_addr().map_err(|e| SensorError::io("P2P listener address", e))?;
+        let mut stop = shutdown_rx;
+        let server_task = tokio::spawn(server::serve(p2p_listener, inbound, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
         ready.store(true, Ordering::SeqCst);
         let peer_id = id.simple().to_string();
         tracing::info!(
@@ -140,7 +140,7 @@ impl Sensor {
         );
         Ok(Self {
             ctx,
-            adaptor,
+            server_task,
             ready,
             shutdown_tx,
             classifier_task,
@@ -159,9 +159,12 @@ impl Sensor {
     pub async fn shutdown(self) -> Result<()> {
         tracing::info!("shutting down");
         self.ready.store(false, Ordering::SeqCst);
+        // Held peers see the signal and end their streams; the server stops accepting and
+        // waits for them.
         let _ = self.shutdown_tx.send(true);
-        self.adaptor.close().await;
-        drop(self.adaptor); // stops the P2P server
+        if tokio::time::timeout(Duration::from_secs(5), self.server_task).await.is_err() {
+            tracing::warn!("P2P server did not stop within 5 s");
+        }
         let bound = self.grace + Duration::from_secs(2);
         if tokio::time::timeout(bound, self.classifier_task).await.is_err() {
             tracing::warn!("classifier did not stop within {bound:?}");
@@ -222,36 +225,4 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminated => tracing::info!("SIGTERM received"),
     }
-}
-
-/// kaspa-p2p-lib binds inside a spawned task and panics there on failure, so we check first
-/// that the address can be bound at all (port in use, no permission, address not on this host).
-fn check_bindable(address: SocketAddr) -> Result<()> {
-    std::net::TcpListener::bind(address).map(drop).map_err(|source| SensorError::Bind {
-        what: "Kaspa P2P listener",
-        address,
-        source,
-    })
-}
-
-/// Waits (≤ 5 s) until the P2P port accepts TCP connections. (Probing with a second `bind`
-/// would race the library's own bind and make it fail.) The port was free just before
-/// kaspa-p2p-lib bound it, so the listener that answers is ours.
-async fn wait_until_bound(address: SocketAddr) -> Result<()> {
-    let mut probe = address;
-    if probe.ip().is_unspecified() {
-        probe.set_ip(if address.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
-    }
-    for _ in 0..50 {
-        let connect = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(probe));
-        if let Ok(Ok(_)) = connect.await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(SensorError::Bind {
-        what: "Kaspa P2P listener",
-        address,
-        source: std::io::Error::other("the P2P server did not start listening within 5 s"),
-    })
 }

@@ -1,0 +1,366 @@
+//! One inbound peer, from admission to disconnect, as a single state machine that *is* the
+//! gRPC response stream: each item it yields is a message to the peer, and it reads the peer's
+//! messages between items. No channels and no extra tasks per connection (see
+//! [`super::server`] for why that matters).
+//!
+//! admit (limits) → send `Version` → read the peer's `Version` (well-formed, same network, not
+//! ourselves) and answer `Verack` → after their `Verack`, send `Ready` → their `Ready` → record
+//! the `accepted` event and hand the peer to the classifier → serve: `Pong` for `Ping`,
+//! `Addresses` (our external address or nothing) for `RequestAddresses`, everything else
+//! counted and dropped → end when the peer leaves, the hold time passes, or the sensor stops.
+//! The handshake is kaspad's (kaspa-p2p-lib `src/handshake.rs`): Version/Verack within the
+//! handshake timeout, then Ready both ways. Every refusal is recorded as a `rejected` event with
+//! a [`RejectReason`] and, once the stream is open, told to the peer with a `Reject` message.
+
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream::BoxStream};
+use kaspa_p2p_lib::{
+    KaspadMessagePayloadType as T,
+    pb::{
+        self, AddressesMessage, KaspadMessage, PongMessage, ReadyMessage, RejectMessage, VerackMessage,
+        kaspad_message::Payload,
+    },
+};
+use tokio::{sync::watch, time::Instant};
+
+use super::admission::{Admission, AdmissionGuard, RejectReason};
+use crate::{
+    classify::{Classifier, ProbeRequest},
+    context::Context,
+    event::{Direction, Event, EventKind, PeerInfo},
+    kaspa::{
+        flows::{Handling, handling, message_type_name},
+        version::{LocalVersion, PeerVersion, read_peer_version},
+    },
+    metrics::{ConnectionLabels, MessageLabels, ReasonLabels},
+};
+
+/// Parameters of the inbound side (from `[listen]`).
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    /// Bound on Version/Verack/Ready together.
+    pub handshake_timeout: Duration,
+    /// How long a peer is held before a polite close; `None` = until it leaves.
+    pub hold_time: Option<Duration>,
+}
+
+/// Everything shared by the inbound connections of one listener.
+pub struct Inbound {
+    pub ctx: Arc<Context>,
+    pub local: LocalVersion,
+    pub settings: InboundSettings,
+    pub admission: Admission,
+    pub classifier: Classifier,
+    /// The reply to `RequestAddresses`: our external address, or empty.
+    pub addresses: Vec<pb::NetAddress>,
+    /// Turns true when the sensor starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Inbound {
+    fn reject_event(&self, source: SocketAddr, reason: RejectReason, peer: Option<PeerInfo>) {
+        let m = &self.ctx.metrics;
+        m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result: "rejected" }).inc();
+        m.rejections.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+        let mut event = Event::now(
+            &self.ctx.sensor_id,
+            EventKind::Rejected(reason),
+            Direction::Inbound,
+            source.ip().to_canonical(),
+            source.port(),
+        );
+        event.peer = peer.unwrap_or_default();
+        tracing::info!(peer = %source, reason = reason.as_str(), network = ?event.peer.network, "inbound rejected");
+        self.ctx.record(event);
+    }
+}
+
+/// Handshake progress: what has arrived and whether our `Ready` went out.
+#[derive(Debug, Default)]
+struct Handshake {
+    theirs: Option<PeerVersion>,
+    verack: bool,
+    ready_sent: bool,
+    ready_received: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Version/Verack/Ready in progress.
+    Handshake(Handshake),
+    /// Handshake done: keep-alive.
+    Serving { peer: PeerVersion },
+    /// The outcome is recorded; the stream ends once the outbox is empty.
+    Closing,
+}
+
+/// Why a connection ends, for the log.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    PeerClosed,
+    HoldTimeExpired,
+    Shutdown,
+}
+
+/// The state of one inbound connection. See the module docs.
+pub struct Connection {
+    inbound: Arc<Inbound>,
+    source: SocketAddr,
+    incoming: tonic::Streaming<KaspadMessage>,
+    outbox: VecDeque<KaspadMessage>,
+    phase: Phase,
+    /// Handshake deadline, then hold deadline (far future when there is none).
+    deadline: Instant,
+    shutdown: watch::Receiver<bool>,
+    slot: AdmissionGuard,
+    /// Whether this connection counts in `sensor_connections_active`.
+    active: bool,
+    end: Option<End>,
+}
+
+fn message(payload: Payload) -> KaspadMessage {
+    KaspadMessage { payload: Some(payload), request_id: 0, response_id: 0 }
+}
+
+impl Connection {
+    /// Admits a connection from `source` or records why not.
+    ///
+    /// Errors: a gRPC `resource_exhausted` / `unavailable` status for a refused connection (the
+    /// peer has not spoken yet, so there is nobody to send a Kaspa `Reject` to).
+    pub fn admit(
+        inbound: Arc<Inbound>,
+        source: SocketAddr,
+        incoming: tonic::Streaming<KaspadMessage>,
+    ) -> Result<Self, tonic::Status> {
+        if *inbound.shutdown.borrow() {
+            inbound.reject_event(source, RejectReason::ShuttingDown, None);
+            return Err(tonic::Status::unavailable("shutting down"));
+        }
+        let slot = inbound.admission.try_admit(source.ip()).map_err(|reason| {
+            inbound.reject_event(source, reason, None);
+            tonic::Status::resource_exhausted(format!("rejected by kaspa-sensor: {}", reason.as_str()))
+        })?;
+        inbound.ctx.metrics.handshakes_pending.inc();
+        let outbox = VecDeque::from([message(Payload::Version(inbound.local.message()))]);
+        Ok(Self {
+            deadline: Instant::now() + inbound.settings.handshake_timeout,
+            shutdown: inbound.shutdown.clone(),
+            inbound,
+            source,
+            incoming,
+            outbox,
+            phase: Phase::Handshake(Handshake::default()),
+            slot,
+            active: false,
+            end: None,
+        })
+    }
+
+    /// The connection as the gRPC response stream.
+    pub fn into_stream(self) -> BoxStream<'static, Result<KaspadMessage, tonic::Status>> {
+        futures::stream::unfold(self, |mut c| async move {
+            loop {
+                if let Some(m) = c.outbox.pop_front() {
+                    return Some((Ok(m), c));
+                }
+                if matches!(c.phase, Phase::Closing) {
+                    return None;
+                }
+                c.step().await;
+            }
+        })
+        .boxed()
+    }
+
+    /// Waits for one event (a message, the deadline, shutdown) and reacts to it.
+    async fn step(&mut self) {
+        #[allow(
+            clippy::large_enum_variant,
+            reason = "a stack temporary per wake-up; boxing would allocate per message"
+        )]
+        enum Wake {
+            Message(Result<Option<KaspadMessage>, tonic::Status>),
+            Deadline,
+            Shutdown,
+        }
+        let wake = tokio::select! {
+            msg = self.incoming.message() => Wake::Message(msg),
+            _ = tokio::time::sleep_until(self.deadline) => Wake::Deadline,
+            _ = self.shutdown.wait_for(|s| *s) => Wake::Shutdown,
+        };
+        let msg = match wake {
+            Wake::Message(msg) => msg,
+            Wake::Deadline => return self.on_deadline(),
+            Wake::Shutdown => return self.on_shutdown(),
+        };
+        match msg {
+            Ok(Some(KaspadMessage { payload: Some(payload), .. })) => self.on_message(payload),
+            Ok(Some(_)) => {} // an empty payload carries nothing
+            Ok(None) | Err(_) => self.on_closed(),
+        }
+    }
+
+    fn on_deadline(&mut self) {
+        match self.phase {
+            Phase::Handshake(_) => self.reject(RejectReason::HandshakeTimeout),
+            _ => self.close(End::HoldTimeExpired),
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        match self.phase {
+            Phase::Handshake(_) => self.reject(RejectReason::ShuttingDown),
+            _ => self.close(End::Shutdown),
+        }
+    }
+
+    fn on_closed(&mut self) {
+        match self.phase {
+            Phase::Handshake(_) => self.reject(RejectReason::HandshakeFailed),
+            _ => self.close(End::PeerClosed),
+        }
+    }
+
+    fn on_message(&mut self, payload: Payload) {
+        let t = T::from(&payload);
+        if let Payload::Reject(r) = &payload {
+            let reason: String = r.reason.chars().take(200).collect();
+            tracing::debug!(peer = %self.source, %reason, "peer sent Reject");
+            return self.on_closed();
+        }
+        match std::mem::replace(&mut self.phase, Phase::Closing) {
+            Phase::Handshake(hs) => self.on_handshake_message(hs, t, payload),
+            Phase::Serving { peer } => {
+                self.phase = Phase::Serving { peer };
+                let metrics = &self.inbound.ctx.metrics;
+                metrics.messages_received.get_or_create(&MessageLabels { message_type: message_type_name(t) }).inc();
+                let reply = match (handling(t), payload) {
+                    (Handling::Ping, Payload::Ping(p)) => Payload::Pong(PongMessage { nonce: p.nonce }),
+                    (Handling::RequestAddresses, _) => {
+                        Payload::Addresses(AddressesMessage { address_list: self.inbound.addresses.clone() })
+                    }
+                    _ => return,
+                };
+                self.outbox.push_back(message(reply));
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    /// One handshake message: Version (answered with Verack), Verack, Ready — in kaspad's
+    /// order, Ready only after both Versions are acknowledged. Anything else ends the handshake.
+    fn on_handshake_message(&mut self, mut hs: Handshake, t: T, payload: Payload) {
+        match payload {
+            Payload::Version(v) if hs.theirs.is_none() => match self.check_version(v) {
+                Ok(peer) => {
+                    hs.theirs = Some(peer);
+                    self.outbox.push_back(message(Payload::Verack(VerackMessage {})));
+                }
+                Err((reason, info)) => return self.reject_with(reason, info),
+            },
+            Payload::Verack(_) if !hs.verack => hs.verack = true,
+            Payload::Ready(_) if !hs.ready_received && hs.theirs.is_some() => hs.ready_received = true,
+            _ => {
+                tracing::debug!(peer = %self.source, message_type = ?t, "unexpected message during handshake");
+                self.phase = Phase::Handshake(hs);
+                return self.reject(RejectReason::HandshakeFailed);
+            }
+        }
+        if hs.theirs.is_some() && hs.verack && !hs.ready_sent {
+            hs.ready_sent = true;
+            self.outbox.push_back(message(Payload::Ready(ReadyMessage {})));
+        }
+        match hs {
+            Handshake { theirs: Some(peer), ready_sent: true, ready_received: true, .. } => self.accept(peer),
+            hs => self.phase = Phase::Handshake(hs),
+        }
+    }
+
+    /// Validates the peer's Version: well-formed, our network, not our own id.
+    fn check_version(&self, v: pb::VersionMessage) -> Result<PeerVersion, (RejectReason, Option<PeerInfo>)> {
+        let peer = read_peer_version(v).map_err(|e| {
+            tracing::debug!(peer = %self.source, error = %e, "invalid Version");
+            (RejectReason::InvalidVersion, None)
+        })?;
+        if peer.info.network.as_deref() != Some(self.inbound.ctx.network.wire_name()) {
+            return Err((RejectReason::WrongNetwork, Some(peer.info)));
+        }
+        if peer.id == self.inbound.local.id {
+            return Err((RejectReason::SelfConnection, Some(peer.info)));
+        }
+        Ok(peer)
+    }
+
+    fn accept(&mut self, peer: PeerVersion) {
+        let inbound = &self.inbound;
+        let m = &inbound.ctx.metrics;
+        m.handshakes_pending.dec();
+        m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result: "accepted" }).inc();
+        m.connections_active.inc();
+        self.active = true;
+        self.slot.activate();
+        let mut event = Event::now(
+            &inbound.ctx.sensor_id,
+            EventKind::Accepted,
+            Direction::Inbound,
+            self.source.ip().to_canonical(),
+            self.source.port(),
+        );
+        event.peer = peer.info.clone();
+        tracing::info!(
+            peer = %self.source, peer_id = %peer.id.simple(), user_agent = ?peer.info.user_agent,
+            protocol_version = ?peer.info.protocol_version, "inbound peer accepted"
+        );
+        inbound.ctx.record(event);
+        inbound.classifier.submit(ProbeRequest {
+            source: self.source,
+            peer_id: peer.id.simple().to_string(),
+            advertised_port: peer.advertised_port,
+            peer: peer.info.clone(),
+        });
+        self.deadline = match inbound.settings.hold_time {
+            Some(hold) => Instant::now() + hold,
+            None => Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
+        };
+        self.phase = Phase::Serving { peer };
+    }
+
+    fn reject(&mut self, reason: RejectReason) {
+        self.reject_with(reason, None)
+    }
+
+    /// Records the refusal, tells the peer (best effort) and ends the stream.
+    fn reject_with(&mut self, reason: RejectReason, info: Option<PeerInfo>) {
+        self.inbound.ctx.metrics.handshakes_pending.dec();
+        self.inbound.reject_event(self.source, reason, info);
+        let text = format!("rejected by kaspa-sensor: {}", reason.as_str());
+        self.outbox.push_back(message(Payload::Reject(RejectMessage { reason: text })));
+        self.phase = Phase::Closing;
+    }
+
+    fn close(&mut self, end: End) {
+        self.end = Some(end);
+        self.phase = Phase::Closing;
+    }
+}
+
+impl Drop for Connection {
+    /// Runs however the stream ends — including when tonic drops it because the peer vanished.
+    fn drop(&mut self) {
+        match &self.phase {
+            // The peer went away mid-handshake without us seeing it: still one rejected event.
+            Phase::Handshake(hs) => {
+                let info = hs.theirs.as_ref().map(|p| p.info.clone());
+                self.inbound.ctx.metrics.handshakes_pending.dec();
+                self.inbound.reject_event(self.source, RejectReason::HandshakeFailed, info);
+            }
+            Phase::Serving { .. } => self.end = Some(self.end.unwrap_or(End::PeerClosed)),
+            Phase::Closing => {}
+        }
+        if self.active {
+            self.inbound.ctx.metrics.connections_active.dec();
+            tracing::info!(peer = %self.source, reason = ?self.end.unwrap_or(End::PeerClosed), "peer disconnected");
+        }
+    }
+}
