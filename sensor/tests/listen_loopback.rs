@@ -76,6 +76,7 @@ fn test_config(dir: &std::path::Path, max_per_ip: usize) -> Config {
         ("SENSOR_CLASSIFY_PROBE_RETRY_DELAY_MS".to_owned(), "100".to_owned()),
         ("SENSOR_LISTEN_MAX_PEERS_PER_IP".to_owned(), max_per_ip.to_string()),
         ("SENSOR_STORAGE_FLUSH_INTERVAL_MS".to_owned(), "10".to_owned()),
+        ("SENSOR_LISTEN_HANDSHAKE_TIMEOUT_MS".to_owned(), "1000".to_owned()),
     ];
     Config::load(None, env, &overrides).unwrap().0
 }
@@ -262,5 +263,69 @@ async fn short_lived_peers_are_recorded_as_accepted() {
         .get_or_create(&sensor::metrics::ConnectionLabels { direction: "inbound", result: "accepted" })
         .get();
     assert_eq!(accepted, 20, "a peer that completed the handshake and left at once is still an accepted connection");
+    sensor.shutdown().await.unwrap();
+}
+
+/// Waits until the store holds a rejected event with `reason`.
+async fn wait_for_rejection(db: &std::path::Path, reason: &str) {
+    eventually(Duration::from_secs(10), || {
+        let counts = Reader::open(db).ok()?.event_counts().ok()?;
+        (rejected(&counts, reason)? >= 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_handshakes_are_refused_recorded_and_do_not_hurt_the_listener() {
+    use kaspa_p2p_lib::pb::{AddressesMessage, NetAddress, PingMessage, kaspad_message::Payload};
+    use sensor::kaspa::wire::WireConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), 16);
+    let db = config.database_path();
+    let sensor = Sensor::start(&config).await.unwrap();
+    let at = |last: u8| Some(std::net::IpAddr::from([127, 0, 5, last]));
+    let connect = |src| WireConnection::connect(sensor.p2p_address, src, Duration::from_secs(5));
+
+    // Silent after opening the stream: the 1 s handshake timeout ends it.
+    let silent = connect(at(1)).await.unwrap();
+    wait_for_rejection(&db, "handshake_timeout").await;
+    drop(silent);
+
+    // A Ping before any Version is a protocol violation.
+    let rude = connect(at(2)).await.unwrap();
+    rude.send(Payload::Ping(PingMessage { nonce: 7 })).await.unwrap();
+    wait_for_rejection(&db, "handshake_failed").await;
+    drop(rude);
+
+    // A 5 MiB message is refused by the transport limit (4 MiB); the peer is dropped.
+    let huge = connect(at(3)).await.unwrap();
+    let address_list = vec![NetAddress { timestamp: 0, ip: vec![1; 16], port: 1 }; 5 * 1024 * 1024 / 20];
+    let _ = huge.send(Payload::Addresses(AddressesMessage { address_list })).await;
+    eventually(Duration::from_secs(10), || {
+        let counts = Reader::open(&db).ok()?.event_counts().ok()?;
+        (rejected(&counts, "handshake_failed")? >= 2).then_some(())
+    })
+    .await;
+    drop(huge);
+
+    // Vanishing right after sending Version is recorded too (the stream is dropped mid-handshake).
+    let gone = connect(at(4)).await.unwrap();
+    let version = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: None };
+    gone.send(Payload::Version(version.message())).await.unwrap();
+    gone.close(Duration::from_secs(2)).await;
+    eventually(Duration::from_secs(10), || {
+        let counts = Reader::open(&db).ok()?.event_counts().ok()?;
+        (rejected(&counts, "handshake_failed")? >= 3).then_some(())
+    })
+    .await;
+
+    // None of it holds a slot or breaks the listener: a well-behaved peer still gets in.
+    assert_eq!(sensor.context().metrics.handshakes_pending.get(), 0);
+    let mut good = connect(at(5)).await.unwrap();
+    let version = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: None };
+    good.handshake(version.message(), Duration::from_secs(5)).await.expect("a normal peer is still accepted");
+    // The sensor counts the peer once it has read our Ready, a moment after we read its Ready.
+    eventually(Duration::from_secs(5), || (sensor.context().metrics.connections_active.get() == 1).then_some(())).await;
+    good.close(Duration::from_secs(2)).await;
     sensor.shutdown().await.unwrap();
 }
