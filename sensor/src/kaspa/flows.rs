@@ -8,7 +8,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use kaspa_p2p_lib::{
-    IncomingRoute, KaspadMessagePayloadType as T, Router, make_message,
+    IncomingRoute, KaspadMessagePayloadType as T, Router,
     pb::{self, AddressesMessage, PongMessage, kaspad_message::Payload},
 };
 
@@ -154,6 +154,19 @@ pub fn message_type_name(t: T) -> &'static str {
     ALL_MESSAGE_TYPES.iter().find(|(x, _)| *x == t).map(|(_, n)| *n).unwrap_or("Unknown")
 }
 
+/// The keep-alive answer to one post-handshake message, if it needs one: `Pong` with the same
+/// nonce for `Ping`, `Addresses` with `addresses` for `RequestAddresses`, nothing otherwise.
+/// The one rule every connection kind (our server, library routers, the raw wire client) uses.
+pub fn keep_alive_reply(payload: Payload, addresses: &[pb::NetAddress]) -> Option<Payload> {
+    match (handling(T::from(&payload)), payload) {
+        (Handling::Ping, Payload::Ping(ping)) => Some(Payload::Pong(PongMessage { nonce: ping.nonce })),
+        (Handling::RequestAddresses, _) => {
+            Some(Payload::Addresses(AddressesMessage { address_list: addresses.to_vec() }))
+        }
+        _ => None,
+    }
+}
+
 /// Why a peer's flows ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlowEnd {
@@ -233,15 +246,8 @@ impl PeerFlows {
             let Some(payload) = msg.payload else { continue };
             let t = T::from(&payload);
             count(t);
-            let reply = match (handling(t), payload) {
-                (Handling::Ping, Payload::Ping(ping)) => {
-                    make_message!(Payload::Pong, PongMessage { nonce: ping.nonce })
-                }
-                (Handling::RequestAddresses, _) => {
-                    make_message!(Payload::Addresses, AddressesMessage { address_list: addresses.clone() })
-                }
-                _ => continue,
-            };
+            let Some(reply) = keep_alive_reply(payload, &addresses) else { continue };
+            let reply = pb::KaspadMessage { payload: Some(reply), request_id: 0, response_id: 0 };
             if let Err(e) = router.enqueue(reply).await {
                 break FlowEnd::SendFailed(e.to_string());
             }

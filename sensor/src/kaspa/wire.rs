@@ -10,8 +10,7 @@ use std::{
 };
 
 use kaspa_p2p_lib::pb::{
-    self, AddressesMessage, KaspadMessage, PongMessage, ReadyMessage, VerackMessage, kaspad_message::Payload,
-    p2p_client::P2pClient,
+    self, KaspadMessage, ReadyMessage, VerackMessage, kaspad_message::Payload, p2p_client::P2pClient,
 };
 use tokio::sync::mpsc;
 use tokio_stream_shim::ReceiverStream;
@@ -125,12 +124,8 @@ impl WireConnection {
     /// RequestAddresses, everything else ignored. Returns when the peer closes the stream.
     pub async fn serve(mut self) -> Result<()> {
         while let Some(payload) = self.recv().await? {
-            match payload {
-                Payload::Ping(p) => self.send(Payload::Pong(PongMessage { nonce: p.nonce })).await?,
-                Payload::RequestAddresses(_) => {
-                    self.send(Payload::Addresses(AddressesMessage { address_list: vec![] })).await?
-                }
-                _ => {}
+            if let Some(reply) = crate::kaspa::flows::keep_alive_reply(payload, &[]) {
+                self.send(reply).await?;
             }
         }
         Ok(())

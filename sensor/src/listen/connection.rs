@@ -17,10 +17,7 @@ use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 use futures::{StreamExt, stream::BoxStream};
 use kaspa_p2p_lib::{
     KaspadMessagePayloadType as T,
-    pb::{
-        self, AddressesMessage, KaspadMessage, PongMessage, ReadyMessage, RejectMessage, VerackMessage,
-        kaspad_message::Payload,
-    },
+    pb::{self, KaspadMessage, ReadyMessage, RejectMessage, VerackMessage, kaspad_message::Payload},
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -30,7 +27,7 @@ use crate::{
     context::Context,
     event::{Direction, Event, EventKind, PeerInfo},
     kaspa::{
-        flows::{Handling, handling, message_type_name},
+        flows::{keep_alive_reply, message_type_name},
         version::{LocalVersion, PeerVersion, read_peer_version},
     },
     metrics::{ConnectionLabels, MessageLabels, ReasonLabels},
@@ -235,14 +232,9 @@ impl Connection {
                 self.phase = Phase::Serving { peer };
                 let metrics = &self.inbound.ctx.metrics;
                 metrics.messages_received.get_or_create(&MessageLabels { message_type: message_type_name(t) }).inc();
-                let reply = match (handling(t), payload) {
-                    (Handling::Ping, Payload::Ping(p)) => Payload::Pong(PongMessage { nonce: p.nonce }),
-                    (Handling::RequestAddresses, _) => {
-                        Payload::Addresses(AddressesMessage { address_list: self.inbound.addresses.clone() })
-                    }
-                    _ => return,
-                };
-                self.outbox.push_back(message(reply));
+                if let Some(reply) = keep_alive_reply(payload, &self.inbound.addresses) {
+                    self.outbox.push_back(message(reply));
+                }
             }
             Phase::Closing => {}
         }
