@@ -1,0 +1,105 @@
+//! The report that sensor and relay pods push to the operator's collector (design §1).
+//!
+//! - [`v1`]: the protobuf messages and the tonic `Collector` client/server, generated from
+//!   `proto/p2psensor/report/v1/report.proto` (the project's own proto).
+//! - [`PeerIdSketch`]: the mergeable distinct-count sketch of peer ids that a report carries.
+//! - [`validate`]: the checks the collector applies before it keeps a report.
+//! - [`TIME_TO_DIRECT_BOUNDS_MS`] and [`bucket_quantile_ms`]: the mergeable time-to-direct histogram.
+//!
+//! This crate has no P2P dependency, so the operator can use it without pulling the sensor's stack.
+
+mod sketch;
+mod validate;
+
+pub use sketch::{PeerIdSketch, SKETCH_BYTES, SketchError};
+pub use validate::{ReportError, validate};
+
+/// Generated messages and services of `p2psensor.report.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("p2psensor.report.v1");
+}
+
+/// Owner kind of a sensor fleet's reports.
+pub const OWNER_SENSOR_FLEET: &str = "SensorFleet";
+/// Owner kind of a relay's reports.
+pub const OWNER_RELAY_NODE: &str = "RelayNode";
+
+/// A sensor lists its peer ids one by one up to this many distinct peers (16 bytes each, so at
+/// most 64 KiB); beyond it only the sketch is sent.
+pub const MAX_EXACT_PEER_IDS: usize = 4096;
+/// Bound of `PeerSummary.top_user_agents`.
+pub const MAX_TOP_USER_AGENTS: usize = 20;
+/// Bound of `RelaySummary.listen_addrs` and `HolePunchSummary.by_transport`.
+pub const MAX_LIST_ITEMS: usize = 32;
+/// Longest accepted string field (user agent, names, multiaddrs), bytes.
+pub const MAX_STRING_BYTES: usize = 512;
+
+/// Upper bounds (ms) of the time-to-direct histogram buckets of `HolePunchSummary`; one more
+/// bucket follows for everything slower (+Inf). Senders and the collector must agree on these.
+pub const TIME_TO_DIRECT_BOUNDS_MS: [u64; 12] =
+    [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000];
+
+/// Number of buckets in `HolePunchSummary.time_to_direct_ms_buckets`.
+pub const TIME_TO_DIRECT_BUCKETS: usize = TIME_TO_DIRECT_BOUNDS_MS.len() + 1;
+
+/// Index of the bucket that a duration of `ms` falls into.
+pub fn time_to_direct_bucket(ms: u64) -> usize {
+    TIME_TO_DIRECT_BOUNDS_MS.iter().position(|bound| ms <= *bound).unwrap_or(TIME_TO_DIRECT_BOUNDS_MS.len())
+}
+
+/// The `q` quantile (0.0..=1.0) of a time-to-direct histogram, in ms, linearly interpolated
+/// inside the bucket it falls in (as Prometheus' `histogram_quantile` does). `None` when the
+/// histogram is empty; a quantile in the +Inf bucket returns the largest finite bound.
+pub fn bucket_quantile_ms(buckets: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut seen = 0u64;
+    for (i, count) in buckets.iter().enumerate() {
+        if *count == 0 {
+            continue;
+        }
+        if (seen + count) as f64 >= rank {
+            let Some(upper) = TIME_TO_DIRECT_BOUNDS_MS.get(i) else {
+                return TIME_TO_DIRECT_BOUNDS_MS.last().copied();
+            };
+            let lower = if i == 0 { 0 } else { TIME_TO_DIRECT_BOUNDS_MS[i - 1] };
+            let within = ((rank - seen as f64) / *count as f64).clamp(0.0, 1.0);
+            return Some(lower + ((upper - lower) as f64 * within).round() as u64);
+        }
+        seen += count;
+    }
+    TIME_TO_DIRECT_BOUNDS_MS.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_include_their_upper_bound() {
+        assert_eq!(time_to_direct_bucket(0), 0);
+        assert_eq!(time_to_direct_bucket(10), 0);
+        assert_eq!(time_to_direct_bucket(11), 1);
+        assert_eq!(time_to_direct_bucket(60_000), 11);
+        assert_eq!(time_to_direct_bucket(60_001), 12);
+    }
+
+    #[test]
+    fn quantile_interpolates_inside_the_bucket() {
+        let mut buckets = [0u64; TIME_TO_DIRECT_BUCKETS];
+        assert_eq!(bucket_quantile_ms(&buckets, 0.5), None);
+        // 4 samples in (100, 250]: the median is half-way through that bucket.
+        buckets[time_to_direct_bucket(200)] = 4;
+        assert_eq!(bucket_quantile_ms(&buckets, 0.5), Some(175));
+        // Add 4 samples in (0, 10]: the median is now the top of the first bucket.
+        buckets[0] = 4;
+        assert_eq!(bucket_quantile_ms(&buckets, 0.5), Some(10));
+        let mut slow = [0u64; TIME_TO_DIRECT_BUCKETS];
+        slow[TIME_TO_DIRECT_BUCKETS - 1] = 1;
+        assert_eq!(bucket_quantile_ms(&slow, 0.5), Some(60_000));
+    }
+}
