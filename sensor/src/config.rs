@@ -50,6 +50,7 @@ pub struct Config {
     pub classify: ClassifyConfig,
     pub storage: StorageConfig,
     pub metrics: MetricsConfig,
+    pub report: ReportConfig,
 }
 
 /// `[listen]`: the inbound P2P listener and its admission limits.
@@ -127,6 +128,30 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// `[report]`: the cumulative report pushed to the operator's collector (design §1). Reporting
+/// is off while `endpoint` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Collector URL, `http://HOST:PORT` (gRPC over h2c), e.g. `http://collector.ns.svc:50051`
+    /// (`SENSOR_REPORT_ENDPOINT`); `""` (default) = reporting off.
+    pub endpoint: String,
+    /// Time between reports, milliseconds, ≥ 1000. Default 10000. The collector may ask for
+    /// another interval in its reply (`PushAck.next_report_after_ms`).
+    pub interval_ms: u64,
+    /// Deadline of one push (connect + request), milliseconds, 100..=60000. Default 5000.
+    pub timeout_ms: u64,
+    /// Namespace of the custom resource the reports belong to; required with `endpoint`.
+    pub owner_namespace: String,
+    /// Kind of that resource: `SensorFleet` (default) or `RelayNode`.
+    pub owner_kind: String,
+    /// Name of that resource; required with `endpoint`.
+    pub owner_name: String,
+    /// This pod's name in the reports (`SENSOR_REPORT_SENDER`, set by the operator); `""`
+    /// (default) = the sensor id, see [`Config::report_sender`].
+    pub sender: String,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -137,6 +162,7 @@ impl Default for Config {
             classify: ClassifyConfig::default(),
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
+            report: ReportConfig::default(),
         }
     }
 }
@@ -181,6 +207,20 @@ impl Default for StorageConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self { listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9102)) }
+    }
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            interval_ms: 10_000,
+            timeout_ms: 5000,
+            owner_namespace: String::new(),
+            owner_kind: sensor_report::OWNER_SENSOR_FLEET.to_owned(),
+            owner_name: String::new(),
+            sender: String::new(),
+        }
     }
 }
 
@@ -233,6 +273,13 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("storage.flush_interval_ms", Kind::Int, "Longest wait before a partial batch is written, milliseconds; 1..=60000"),
     ("storage.queue_capacity", Kind::Int, "Events buffered for the SQLite writer at most; >= storage.batch_size"),
     ("metrics.listen", Kind::Str, "Prometheus /metrics HTTP listen address ip:port"),
+    ("report.endpoint", Kind::Str, "Collector URL http://host:port (gRPC, h2c) for cumulative reports; \"\" = reporting off"),
+    ("report.interval_ms", Kind::Int, "Time between reports, milliseconds; >= 1000 (the collector may ask for another)"),
+    ("report.timeout_ms", Kind::Int, "Deadline of one report push (connect + request), milliseconds; 100..=60000"),
+    ("report.owner_namespace", Kind::Str, "Namespace of the custom resource the reports belong to; required with report.endpoint"),
+    ("report.owner_kind", Kind::Str, "Kind of that custom resource: SensorFleet or RelayNode"),
+    ("report.owner_name", Kind::Str, "Name of that custom resource; required with report.endpoint"),
+    ("report.sender", Kind::Str, "This pod's name in reports; \"\" = the sensor id"),
 ];
 
 /// The environment variable of a dotted key: `listen.address` → `SENSOR_LISTEN_ADDRESS`.
@@ -368,7 +415,7 @@ impl Config {
             let reason = format!("must be at least storage.batch_size ({}), got {}", s.batch_size, s.queue_capacity);
             return Err(config_err("storage.queue_capacity", reason));
         }
-        Ok(())
+        self.report.validate(range::<u64>)
     }
 
     /// A commented `sensor.toml`: every key with its default value, preceded by a one-line
@@ -407,12 +454,64 @@ impl Config {
         self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("sensor.sqlite"))
     }
 
+    /// The sender name of reports: `report.sender`, or [`Config::sensor_id`].
+    pub fn report_sender(&self) -> String {
+        let sender = self.report.sender.trim();
+        if sender.is_empty() { self.sensor_id() } else { sender.to_owned() }
+    }
+
     /// The sensor's name: `sensor_id`, or the `HOSTNAME` environment variable (set in every
     /// Kubernetes pod), or `"sensor"`.
     pub fn sensor_id(&self) -> String {
         let hostname = || std::env::var("HOSTNAME").ok().filter(|h| !h.trim().is_empty());
         let id = self.sensor_id.trim();
         if id.is_empty() { hostname().unwrap_or_else(|| "sensor".to_owned()) } else { id.to_owned() }
+    }
+}
+
+type RangeCheck = fn(&str, u64, u64, Option<u64>) -> Result<()>;
+
+impl ReportConfig {
+    /// `true` when reports are pushed (`endpoint` is set).
+    pub fn enabled(&self) -> bool {
+        !self.endpoint.trim().is_empty()
+    }
+
+    /// The ranges and, when [`enabled`](Self::enabled), the endpoint URL and the owner.
+    fn validate(&self, range: RangeCheck) -> Result<()> {
+        use sensor_report::{MAX_STRING_BYTES, OWNER_RELAY_NODE, OWNER_SENSOR_FLEET};
+        range("report.interval_ms", self.interval_ms, 1000, None)?;
+        range("report.timeout_ms", self.timeout_ms, 100, Some(60_000))?;
+        if self.owner_kind != OWNER_SENSOR_FLEET && self.owner_kind != OWNER_RELAY_NODE {
+            let reason = format!("must be {OWNER_SENSOR_FLEET} or {OWNER_RELAY_NODE}, got {:?}", self.owner_kind);
+            return Err(config_err("report.owner_kind", reason));
+        }
+        for (key, value) in [
+            ("report.owner_namespace", &self.owner_namespace),
+            ("report.owner_name", &self.owner_name),
+            ("report.sender", &self.sender),
+        ] {
+            if value.len() > MAX_STRING_BYTES {
+                return Err(config_err(key, format!("must be at most {MAX_STRING_BYTES} bytes, got {}", value.len())));
+            }
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        let endpoint = self.endpoint.trim();
+        let uri: http::Uri =
+            endpoint.parse().map_err(|_| config_err("report.endpoint", format!("invalid URL {endpoint:?}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+            let reason = format!("must be http://HOST:PORT (gRPC over h2c), got {endpoint:?}");
+            return Err(config_err("report.endpoint", reason));
+        }
+        for (key, value) in [("report.owner_namespace", &self.owner_namespace), ("report.owner_name", &self.owner_name)]
+        {
+            if value.trim().is_empty() {
+                return Err(config_err(key, "must be set when report.endpoint is set"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,8 +1,8 @@
 //! The Kaspa P2P sensor (see the crate README and `../shared/design.md`).
 //!
 //! One peer's path through the modules: [`listen`] accepts and handshakes (with [`kaspa`]) →
-//! [`classify`] dials back and decides → [`store`] persists every [`event::Event`] → [`metrics`]
-//! counts it.
+//! [`classify`] dials back and decides → [`store`] persists every [`event::Event`] → [`report`]
+//! pushes the cumulative summary to the operator → [`metrics`] counts it.
 
 pub mod classify;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod kaspa;
 pub mod listen;
 pub mod metrics;
 pub mod peer_report;
+pub mod report;
 pub mod store;
 
 pub use error::{Result, SensorError};

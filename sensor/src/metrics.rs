@@ -44,6 +44,15 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// For report pushes: `ok` | `unavailable` | `timeout` | `rejected` | `error`.
+    pub result: &'static str,
+}
+
+/// Every `result` label of `sensor_report_pushes_total`.
+pub const REPORT_PUSH_RESULTS: [&str; 5] = ["ok", "unavailable", "timeout", "rejected", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
     /// kaspa-p2p-lib `KaspadMessagePayloadType` name, e.g. `Ping`, `RequestAddresses`.
     pub message_type: &'static str,
@@ -86,6 +95,15 @@ pub struct Metrics {
     pub storage_queue_depth: Gauge,
     /// `sensor_messages_received_total{message_type}`: post-handshake messages from peers.
     pub messages_received: Family<MessageLabels, Counter>,
+    /// `sensor_report_pushes_total{result}`: report push attempts to the collector, by outcome
+    /// (see [`REPORT_PUSH_RESULTS`]; `error` also covers a database read that failed, nothing sent).
+    pub report_pushes: Family<ResultLabels, Counter>,
+    /// `sensor_report_last_success_timestamp_seconds`: Unix time of the last accepted push; 0 =
+    /// none yet.
+    pub report_last_success_timestamp_seconds: Gauge,
+    /// `sensor_report_peer_ids_skipped`: peer ids in the database that are not 16-byte hex and
+    /// were left out of the latest report (a gauge: every report re-reads the whole table).
+    pub report_peer_ids_skipped: Gauge,
 }
 
 impl Metrics {
@@ -110,6 +128,9 @@ impl Metrics {
             storage_errors: Family::default(),
             storage_queue_depth: Gauge::default(),
             messages_received: Family::default(),
+            report_pushes: Family::default(),
+            report_last_success_timestamp_seconds: Gauge::default(),
+            report_peer_ids_skipped: Gauge::default(),
         };
         let mut registry = Registry::with_prefix("sensor");
         let m = &metrics;
@@ -157,6 +178,17 @@ impl Metrics {
             "Post-handshake messages received, by type",
             m.messages_received.clone(),
         );
+        registry.register("report_pushes", "Report pushes to the collector, by result", m.report_pushes.clone());
+        registry.register(
+            "report_last_success_timestamp_seconds",
+            "Unix time of the last report the collector accepted (0: none yet)",
+            m.report_last_success_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "report_peer_ids_skipped",
+            "Peer ids that are not 16-byte hex, left out of the latest report",
+            m.report_peer_ids_skipped.clone(),
+        );
         // Pre-create the closed label sets so dashboards see zeros, not gaps.
         for r in RejectReason::ALL {
             let _ = m.rejections.get_or_create(&ReasonLabels { reason: r.as_str() });
@@ -171,6 +203,9 @@ impl Metrics {
         }
         for result in ["accepted", "rejected"] {
             let _ = m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result });
+        }
+        for result in REPORT_PUSH_RESULTS {
+            let _ = m.report_pushes.get_or_create(&ResultLabels { result });
         }
         (std::sync::Arc::new(metrics), registry)
     }

@@ -197,3 +197,125 @@ fn validation_ranges() {
     let (key, _) = err_key(load(None, &[("SENSOR_CLASSIFY_PROBE_ATTEMPTS", "1")], &CliOverrides::default()));
     assert_eq!(key, "classify.probe_attempts");
 }
+
+fn reporting(c: &mut Config) {
+    c.report.endpoint = "http://collector.lab.svc:50051".into();
+    c.report.owner_namespace = "lab".into();
+    c.report.owner_name = "fleet".into();
+}
+
+#[test]
+fn report_defaults_are_off() {
+    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
+    let r = &config.report;
+    assert_eq!(r, &ReportConfig::default());
+    assert!(!r.enabled());
+    assert_eq!((r.endpoint.as_str(), r.interval_ms, r.timeout_ms), ("", 10_000, 5000));
+    assert_eq!((r.owner_namespace.as_str(), r.owner_kind.as_str(), r.owner_name.as_str()), ("", "SensorFleet", ""));
+    assert_eq!(config.report_sender(), config.sensor_id(), "the sender defaults to the sensor id");
+    let text = Config::default_toml();
+    assert!(text.contains("\n[report]\n"), "{text}");
+    assert!(text.contains("SENSOR_REPORT_ENDPOINT") && text.contains("\nowner_kind = \"SensorFleet\"\n"));
+}
+
+#[test]
+fn report_from_file_and_env() {
+    let file = "sensor_id = \"s1\"\n[report]\nendpoint = \"http://10.0.0.9:50051\"\nowner_namespace = \"lab\"\n\
+                owner_name = \"from-file\"\ninterval_ms = 2000\n";
+    let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
+    assert!(config.report.enabled());
+    assert_eq!((config.report.owner_name.as_str(), config.report.interval_ms), ("from-file", 2000));
+    assert_eq!(config.report_sender(), "s1");
+
+    let vars = [
+        ("SENSOR_REPORT_ENDPOINT", "http://collector.ops.svc:50051"),
+        ("SENSOR_REPORT_INTERVAL_MS", "1500"),
+        ("SENSOR_REPORT_TIMEOUT_MS", "700"),
+        ("SENSOR_REPORT_OWNER_NAMESPACE", "ops"),
+        ("SENSOR_REPORT_OWNER_KIND", "RelayNode"),
+        ("SENSOR_REPORT_OWNER_NAME", "relay-1"),
+        ("SENSOR_REPORT_SENDER", "relay-1-pod-xyz"),
+    ];
+    let (config, warnings) = load(Some(file), &vars, &CliOverrides::default()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let r = &config.report;
+    assert_eq!(r.endpoint, "http://collector.ops.svc:50051");
+    assert_eq!((r.interval_ms, r.timeout_ms), (1500, 700));
+    assert_eq!(
+        (r.owner_namespace.as_str(), r.owner_kind.as_str(), r.owner_name.as_str()),
+        ("ops", "RelayNode", "relay-1")
+    );
+    assert_eq!(config.report_sender(), "relay-1-pod-xyz");
+
+    // The environment can also switch reporting off again.
+    let (config, _) = load(Some(file), &[("SENSOR_REPORT_ENDPOINT", "")], &CliOverrides::default()).unwrap();
+    assert!(!config.report.enabled());
+}
+
+#[test]
+fn report_errors_name_their_key() {
+    let cli = CliOverrides::default();
+    // The endpoint alone is not enough: the reports need an owner.
+    let (key, reason) = err_key(load(None, &[("SENSOR_REPORT_ENDPOINT", "http://c:50051")], &cli));
+    assert_eq!((key.as_str(), reason.as_str()), ("report.owner_namespace", "must be set when report.endpoint is set"));
+    let vars = [("SENSOR_REPORT_ENDPOINT", "http://c:50051"), ("SENSOR_REPORT_OWNER_NAMESPACE", "lab")];
+    let (key, reason) = err_key(load(None, &vars, &cli));
+    assert_eq!((key.as_str(), reason.as_str()), ("report.owner_name", "must be set when report.endpoint is set"));
+    assert_eq!(err_key(load(None, &[("SENSOR_REPORT_INTERVAL_MS", "soon")], &cli)).0, "SENSOR_REPORT_INTERVAL_MS");
+    assert_eq!(err_key(load(Some("[report]\nendpoint = 5\n"), &[], &cli)).0, "report.endpoint");
+    let (key, reason) = err_key(load(Some("[report]\ninterval = 5\n"), &[], &cli));
+    assert_eq!(key, "report.interval");
+    assert!(reason.starts_with("unknown key"), "{reason}");
+
+    let check = |f: fn(&mut Config), key: &str, reason: &str| {
+        let mut config = Config::default();
+        f(&mut config);
+        match config.validate() {
+            Err(SensorError::Config { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
+            other => panic!("expected an error for {key}, got {other:?}"),
+        }
+    };
+    check(|c| c.report.interval_ms = 999, "report.interval_ms", "must be at least 1000, got 999");
+    check(|c| c.report.timeout_ms = 99, "report.timeout_ms", "must be between 100 and 60000, got 99");
+    check(|c| c.report.owner_kind = "Pod".into(), "report.owner_kind", "must be SensorFleet or RelayNode, got \"Pod\"");
+    check(
+        |c| {
+            reporting(c);
+            c.report.owner_name = "  ".into();
+        },
+        "report.owner_name",
+        "must be set when report.endpoint is set",
+    );
+    check(
+        |c| {
+            reporting(c);
+            c.report.endpoint = "https://collector:50051".into();
+        },
+        "report.endpoint",
+        "must be http://HOST:PORT (gRPC over h2c), got \"https://collector:50051\"",
+    );
+    check(
+        |c| {
+            reporting(c);
+            c.report.endpoint = "collector:50051".into();
+        },
+        "report.endpoint",
+        "must be http://HOST:PORT (gRPC over h2c), got \"collector:50051\"",
+    );
+    check(
+        |c| {
+            reporting(c);
+            c.report.endpoint = "http://bad host/".into();
+        },
+        "report.endpoint",
+        "invalid URL \"http://bad host/\"",
+    );
+    check(|c| c.report.sender = "x".repeat(513), "report.sender", "must be at most 512 bytes, got 513");
+    // Owner fields are only required once reporting is on; the defaults validate.
+    let mut config = Config::default();
+    config.report.interval_ms = 1000;
+    assert!(config.validate().is_ok());
+    reporting(&mut config);
+    config.report.owner_kind = "RelayNode".into();
+    assert!(config.validate().is_ok());
+}

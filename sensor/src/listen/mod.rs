@@ -3,10 +3,11 @@
 //!
 //! Start-up order: data dir + peer id → SQLite store → bind checks (P2P port, metrics port;
 //! failure exits non-zero with the address and the OS error) → metrics/health server →
-//! classifier → P2P server ([`server`], on the listener bound above) → `/readyz` 200.
+//! classifier → P2P server ([`server`], on the listener bound above) → `/readyz` 200 → reporter
+//! (when `report.endpoint` is set).
 //! Shutdown order: `/readyz` 503 → refuse new peers → close held peers → let running probes
 //! finish within `listen.shutdown_grace_ms` (the rest are recorded `unknown/shutting_down`) →
-//! flush storage → exit 0.
+//! flush storage → final report (≤ `report.timeout_ms`) → exit 0.
 
 pub mod admission;
 pub mod connection;
@@ -36,6 +37,7 @@ use crate::{
     http,
     kaspa::{identity, version::LocalVersion},
     metrics::Metrics,
+    report::{Reporter, ReporterSettings},
     store::{Store, StoreOptions},
 };
 
@@ -48,6 +50,7 @@ pub struct Sensor {
     shutdown_tx: watch::Sender<bool>,
     classifier_task: tokio::task::JoinHandle<()>,
     http_task: tokio::task::JoinHandle<()>,
+    reporter: Option<Reporter>,
     grace: Duration,
     /// The P2P address actually listened on.
     pub p2p_address: SocketAddr,
@@ -62,9 +65,11 @@ impl Sensor {
     ///
     /// Errors: [`SensorError::Bind`] when either
     /// port cannot be bound, [`SensorError::Identity`]/[`SensorError::Io`] for the data dir,
-    /// [`SensorError::Storage`] when the database cannot be opened or migrated.
+    /// [`SensorError::Storage`] when the database cannot be opened or migrated,
+    /// [`SensorError::Config`] for an unusable `report.endpoint`.
     pub async fn start(config: &Config) -> Result<Self> {
         let p2p_address = config.listen_address();
+        let report = ReporterSettings::from_config(config)?;
         let id = identity::load_or_create(&config.data_dir)?;
         let (metrics, registry) = Metrics::new();
         let store = Store::open(
@@ -133,6 +138,7 @@ impl Sensor {
             let _ = stop.wait_for(|s| *s).await;
         }));
         ready.store(true, Ordering::SeqCst);
+        let reporter = report.map(|settings| Reporter::start(settings, ctx.metrics.clone()));
         let peer_id = id.simple().to_string();
         tracing::info!(
             p2p = %p2p_address, metrics = %metrics_address, network = %config.network, peer_id = %peer_id,
@@ -145,6 +151,7 @@ impl Sensor {
             shutdown_tx,
             classifier_task,
             http_task,
+            reporter,
             grace,
             p2p_address,
             metrics_address,
@@ -173,6 +180,9 @@ impl Sensor {
         let flushed = tokio::task::spawn_blocking(move || ctx.store.flush())
             .await
             .map_err(|_| SensorError::StorageUnavailable("flush task failed"))?;
+        if let Some(reporter) = self.reporter {
+            reporter.shutdown().await;
+        }
         self.http_task.abort();
         flushed?;
         tracing::info!("shutdown complete");

@@ -223,6 +223,48 @@ impl Reader {
         Ok(counts)
     }
 
+    /// The `limit` most common user agents by distinct peers (each peer counted once, with its
+    /// latest user agent): `(user_agent, peers)`, sorted by peers descending, then user agent.
+    /// Peers that never sent a user agent are not counted.
+    pub fn top_user_agents(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT user_agent, count(*) AS n FROM peers WHERE user_agent IS NOT NULL \
+             GROUP BY user_agent ORDER BY n DESC, user_agent LIMIT ?1",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Calls `visit` with every peer id in the `peers` table (as stored: lower-case hex of 16
+    /// bytes), in ascending order, streaming — the ids are not collected in memory. Returns how
+    /// many were visited.
+    pub fn for_each_peer_id(&self, mut visit: impl FnMut(&str)) -> Result<u64> {
+        let mut stmt = self.conn.prepare("SELECT peer_id FROM peers ORDER BY peer_id")?;
+        let mut rows = stmt.query([])?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            visit(&row.get::<_, String>(0)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs `read` inside one read transaction, so every query it makes sees the same committed
+    /// state (one WAL snapshot) even while the writer commits. The writer is never blocked.
+    ///
+    /// Errors: whatever `read` returns, or [`SensorError::Storage`] when the transaction cannot
+    /// be opened.
+    pub fn consistent<T>(&self, read: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        let result = read(self);
+        // A read-only transaction has nothing to commit; ending it releases the snapshot.
+        let ended = self.conn.execute_batch("ROLLBACK");
+        let value = result?;
+        ended?;
+        Ok(value)
+    }
+
     /// Every event that carries `peer_id`, oldest first.
     pub fn events_for_peer(&self, peer_id: &str) -> Result<Vec<EventRow>> {
         let mut stmt = self
@@ -270,3 +312,6 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
         probe_error: r.get(18)?,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,22 @@
+//! The cumulative report pushed to the operator's collector (design §1).
+//!
+//! Every `report.interval_ms` the [`Reporter`] reads a [`Snapshot`] of the whole event database
+//! (peers by latest verdict, connection totals, top user agents, every peer id), turns it into a
+//! `sensor_report::v1::Report` with the pure [`build_report`], and pushes it with the generated
+//! tonic `Collector` client. Reports are whole summaries, never deltas: the collector keeps the
+//! newest per sender, so a lost push or an operator restart loses nothing.
+//!
+//! - [`snapshot`]: the consistent database read (blocking; run on `spawn_blocking`).
+//! - [`summary`]: snapshot → report (pure).
+//! - [`client`]: the task, its timing, metrics and logging.
+//!
+//! The protobuf messages and the sketch live in the `sensor-report` crate, which has no P2P
+//! dependency so the operator can use it.
+
+pub mod client;
+pub mod snapshot;
+pub mod summary;
+
+pub use client::{Reporter, ReporterSettings};
+pub use snapshot::Snapshot;
+pub use summary::{BuiltReport, Origin, build_report};

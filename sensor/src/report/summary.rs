@@ -1,0 +1,273 @@
+//! The pure step of reporting: who sends + a database [`Snapshot`] → one
+//! `sensor_report::v1::Report`. No I/O, no clock: the caller passes the sequence number and time.
+
+use sensor_report::{
+    MAX_EXACT_PEER_IDS, MAX_STRING_BYTES, MAX_TOP_USER_AGENTS, PeerIdSketch,
+    v1::{Owner, PeerSummary, Report, UserAgentCount},
+};
+
+use super::snapshot::Snapshot;
+use crate::{config::Config, kaspa::network::Network};
+
+/// Who a report is from and whom it belongs to; fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The custom resource the report belongs to (`SensorFleet` or `RelayNode`).
+    pub owner: Owner,
+    /// Unique within the owner: the pod name.
+    pub sender: String,
+    /// The `sensor_id` stamped on stored events.
+    pub sensor_id: String,
+    pub network: Network,
+    /// Process start, Unix ms; with the sequence it orders this sender's reports.
+    pub started_at_unix_ms: i64,
+}
+
+impl Origin {
+    /// From `[report]` (owner, sender) and the top-level `sensor_id` and `network`.
+    pub fn from_config(config: &Config, started_at_unix_ms: i64) -> Origin {
+        let r = &config.report;
+        Origin {
+            owner: Owner {
+                namespace: r.owner_namespace.trim().to_owned(),
+                kind: r.owner_kind.clone(),
+                name: r.owner_name.trim().to_owned(),
+            },
+            sender: config.report_sender(),
+            sensor_id: config.sensor_id(),
+            network: config.network,
+            started_at_unix_ms,
+        }
+    }
+}
+
+/// `Report.agent` of this build: `sensor/<crate version>`.
+pub fn agent() -> String {
+    format!("sensor/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A built report and what had to be left out of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltReport {
+    pub report: Report,
+    /// Stored peer ids that are not 32 hex digits (16 bytes): in neither `peer_ids` nor the
+    /// sketch, but still in `distinct_peers` and the verdict counts (they are rows of the table).
+    pub skipped_peer_ids: u64,
+}
+
+/// Builds report number `sequence` (1, 2, 3, … per process) from `snapshot`, read at
+/// `generated_at_unix_ms` (Unix ms).
+///
+/// `peers` carries the snapshot's counts as they are; `distinct_peers` is the exact row count of
+/// the peer table. Every decodable peer id goes into the sketch; they are also listed one by one
+/// when the snapshot has at most [`MAX_EXACT_PEER_IDS`] of them, and `peer_ids_complete` says the
+/// list holds every peer (so it is false above the bound or when an id had to be skipped).
+/// `top_user_agents` is re-sorted (peers descending, then name), cut to
+/// [`MAX_TOP_USER_AGENTS`], and each agent to [`MAX_STRING_BYTES`] at a character boundary, so the
+/// report passes the collector's `sensor_report::validate`.
+pub fn build_report(origin: &Origin, sequence: u64, generated_at_unix_ms: i64, snapshot: &Snapshot) -> BuiltReport {
+    let list = snapshot.peer_ids.len() <= MAX_EXACT_PEER_IDS;
+    let mut sketch = PeerIdSketch::new();
+    let mut peer_ids = Vec::with_capacity(if list { snapshot.peer_ids.len() } else { 0 });
+    let (mut inserted, mut skipped) = (0u64, 0u64);
+    for text in &snapshot.peer_ids {
+        let mut id = [0u8; 16];
+        if hex::decode_to_slice(text, &mut id).is_err() {
+            skipped += 1;
+            continue;
+        }
+        sketch.insert(&id);
+        inserted += 1;
+        if list {
+            peer_ids.push(id.to_vec());
+        }
+    }
+    let mut top: Vec<&(String, u64)> = snapshot.top_user_agents.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let top_user_agents = top
+        .into_iter()
+        .take(MAX_TOP_USER_AGENTS)
+        .map(|(ua, peers)| UserAgentCount { user_agent: truncate(ua, MAX_STRING_BYTES).to_owned(), peers: *peers })
+        .collect();
+    let p = &snapshot.peers;
+    let peers = PeerSummary {
+        public: p.public,
+        private: p.private,
+        unknown: p.unknown,
+        unclassified: p.unclassified,
+        connections_accepted: snapshot.connections_accepted,
+        connections_rejected: snapshot.connections_rejected,
+        top_user_agents,
+        peer_ids,
+        peer_ids_complete: list && skipped == 0,
+        peer_id_sketch: if inserted == 0 { Vec::new() } else { sketch.to_bytes() },
+        distinct_peers: p.total,
+    };
+    let report = Report {
+        owner: Some(origin.owner.clone()),
+        sender: origin.sender.clone(),
+        sensor_id: origin.sensor_id.clone(),
+        network: origin.network.short_name().to_owned(),
+        started_at_unix_ms: origin.started_at_unix_ms,
+        sequence,
+        generated_at_unix_ms,
+        peers: Some(peers),
+        relay: None,
+        hole_punch: None,
+        agent: agent(),
+    };
+    BuiltReport { report, skipped_peer_ids: skipped }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_report::{OWNER_SENSOR_FLEET, validate};
+
+    use super::*;
+    use crate::store::PeerCounts;
+
+    fn origin() -> Origin {
+        Origin {
+            owner: Owner { namespace: "lab".into(), kind: OWNER_SENSOR_FLEET.into(), name: "fleet".into() },
+            sender: "fleet-0".into(),
+            sensor_id: "sensor-a".into(),
+            network: Network::Testnet10,
+            started_at_unix_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// Peer id `n` as stored: 16 bytes of lower-case hex.
+    fn id(n: u32) -> String {
+        hex::encode(id_bytes(n))
+    }
+
+    fn id_bytes(n: u32) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        id[12..].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_le_bytes());
+        id
+    }
+
+    fn snapshot(peers: u32) -> Snapshot {
+        Snapshot {
+            peers: PeerCounts { total: peers.into(), public: 1, private: 2, unknown: 3, unclassified: 4 },
+            connections_accepted: 11,
+            connections_rejected: 7,
+            top_user_agents: vec![("/kaspad:2.1.0/".into(), 5), ("/other/".into(), 2)],
+            peer_ids: (0..peers).map(id).collect(),
+        }
+    }
+
+    fn summary(report: &Report) -> &PeerSummary {
+        report.peers.as_ref().expect("a sensor report has a peer summary")
+    }
+
+    #[test]
+    fn counts_and_origin_are_copied() {
+        let built = build_report(&origin(), 7, 1_700_000_001_234, &snapshot(3));
+        let r = &built.report;
+        assert_eq!(r.owner, Some(origin().owner));
+        assert_eq!(
+            (r.sender.as_str(), r.sensor_id.as_str(), r.network.as_str()),
+            ("fleet-0", "sensor-a", "testnet-10")
+        );
+        assert_eq!(
+            (r.started_at_unix_ms, r.sequence, r.generated_at_unix_ms),
+            (1_700_000_000_000, 7, 1_700_000_001_234)
+        );
+        assert_eq!(r.agent, format!("sensor/{}", env!("CARGO_PKG_VERSION")));
+        assert!(r.relay.is_none() && r.hole_punch.is_none());
+        let p = summary(r);
+        assert_eq!((p.public, p.private, p.unknown, p.unclassified, p.distinct_peers), (1, 2, 3, 4, 3));
+        assert_eq!((p.connections_accepted, p.connections_rejected), (11, 7));
+        let uas: Vec<_> = p.top_user_agents.iter().map(|u| (u.user_agent.as_str(), u.peers)).collect();
+        assert_eq!(uas, [("/kaspad:2.1.0/", 5), ("/other/", 2)]);
+        assert_eq!(built.skipped_peer_ids, 0);
+        validate(r).expect("the collector accepts it");
+    }
+
+    #[test]
+    fn peer_ids_are_listed_up_to_the_bound_and_always_sketched() {
+        let small = build_report(&origin(), 1, 0, &snapshot(3)).report;
+        let p = summary(&small);
+        let expected: Vec<Vec<u8>> = (0..3).map(|n| id_bytes(n).to_vec()).collect();
+        assert_eq!(p.peer_ids, expected);
+        assert!(p.peer_ids_complete);
+        assert_eq!(PeerIdSketch::from_bytes(&p.peer_id_sketch).unwrap().estimate(), 3);
+
+        let bound = u32::try_from(MAX_EXACT_PEER_IDS).unwrap();
+        let at_bound = build_report(&origin(), 1, 0, &snapshot(bound)).report;
+        assert_eq!(summary(&at_bound).peer_ids.len(), MAX_EXACT_PEER_IDS);
+        assert!(summary(&at_bound).peer_ids_complete);
+        validate(&at_bound).expect("a full list is within the collector's bound");
+
+        let over = build_report(&origin(), 1, 0, &snapshot(bound + 1)).report;
+        let p = summary(&over);
+        assert!(p.peer_ids.is_empty(), "above the bound only the sketch is sent");
+        assert!(!p.peer_ids_complete);
+        assert_eq!(p.distinct_peers, u64::from(bound) + 1, "the distinct count stays exact");
+        let estimate = PeerIdSketch::from_bytes(&p.peer_id_sketch).unwrap().estimate() as f64;
+        assert!((estimate - f64::from(bound + 1)).abs() / f64::from(bound + 1) < 0.05, "estimate {estimate}");
+        validate(&over).expect("the collector accepts it");
+    }
+
+    #[test]
+    fn undecodable_peer_ids_are_skipped_and_counted() {
+        let mut snap = snapshot(2);
+        snap.peer_ids.extend(["zz".repeat(16), "0011".into(), format!("{}00", id(9)), String::new()]);
+        let built = build_report(&origin(), 1, 0, &snap);
+        assert_eq!(built.skipped_peer_ids, 4);
+        let p = summary(&built.report);
+        assert_eq!(p.peer_ids, [id_bytes(0).to_vec(), id_bytes(1).to_vec()]);
+        assert!(!p.peer_ids_complete, "the list misses the skipped peers");
+        assert_eq!(PeerIdSketch::from_bytes(&p.peer_id_sketch).unwrap().estimate(), 2);
+        validate(&built.report).expect("only 16-byte ids are sent");
+    }
+
+    #[test]
+    fn no_peers_means_an_empty_complete_list_and_no_sketch() {
+        let built = build_report(&origin(), 1, 0, &Snapshot::default());
+        let p = summary(&built.report);
+        assert!(p.peer_ids.is_empty() && p.peer_id_sketch.is_empty() && p.top_user_agents.is_empty());
+        assert!(p.peer_ids_complete);
+        assert_eq!(p.distinct_peers, 0);
+        validate(&built.report).unwrap();
+    }
+
+    #[test]
+    fn top_user_agents_are_sorted_and_bounded() {
+        let mut snap = snapshot(1);
+        // 25 agents in scrambled order; agent k has k peers, and two tie at 30.
+        snap.top_user_agents = (1..=25u64).rev().map(|k| (format!("/ua-{k:02}/"), k)).collect();
+        snap.top_user_agents.push(("/b-tie/".into(), 30));
+        snap.top_user_agents.push(("/a-tie/".into(), 30));
+        let long = "é".repeat(400); // 800 bytes
+        snap.top_user_agents.push((long.clone(), 40));
+        let built = build_report(&origin(), 1, 0, &snap);
+        let uas = &summary(&built.report).top_user_agents;
+        assert_eq!(uas.len(), MAX_TOP_USER_AGENTS);
+        assert_eq!(uas[0].user_agent, long[..MAX_STRING_BYTES], "cut at a character boundary");
+        assert_eq!((uas[1].user_agent.as_str(), uas[2].user_agent.as_str()), ("/a-tie/", "/b-tie/"));
+        assert_eq!((uas[3].user_agent.as_str(), uas[3].peers), ("/ua-25/", 25));
+        assert_eq!(uas[19].user_agent, "/ua-09/");
+        assert!(uas.windows(2).all(|w| w[0].peers >= w[1].peers));
+        validate(&built.report).expect("within the collector's bounds");
+    }
+
+    #[test]
+    fn truncate_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("abc", 2), "ab");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("", 0), "");
+    }
+}
