@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and testing this workspace needs, and nothing that is already there:
 #   - Debian packages: protoc (kaspa-p2p-lib's build), clang/libclang (kaspad's RocksDB build),
-#     iproute2/nftables/iptables/conntrack (the network-namespace lab), sqlite3, curl;
+#     iproute2/nftables/iptables/conntrack (the network-namespace lab), sqlite3, curl, python3-venv;
 #   - rustup components rustfmt and clippy;
+#   - a Python virtualenv with scripts/requirements-chart.txt (Helm's engine, kubernetes-validate,
+#     jsonschema, CEL) for scripts/validate-chart.py, cached in ~/.cache/p2p-sensor-operator/venv;
 #   - kaspad 2.1.0 (the real peer of the end-to-end test), cached in ~/.cargo/bin.
 # Idempotent: a second run prints "present" for every step and changes nothing.
 set -euo pipefail
 
 KASPAD_VERSION="2.1.0"
-DEB_PACKAGES=(protobuf-compiler clang libclang-dev iproute2 nftables iptables conntrack sqlite3 curl ca-certificates)
+DEB_PACKAGES=(protobuf-compiler clang libclang-dev iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv)
+# The chart validation's virtualenv (scripts/test.sh uses the same path).
+CHART_VENV="${P2P_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/venv}"
+CHART_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/requirements-chart.txt"
 
 log() { printf '[install-prereqs] %s\n' "$*"; }
 
@@ -63,6 +68,35 @@ for component in rustfmt clippy; do
         exit 1
     fi
 done
+
+# --- Python packages of the chart validation (PyPI) -------------------------------------------
+# A virtualenv keyed on the hash of requirements-chart.txt (every version pinned): present when the
+# stamp matches and the packages import; otherwise (re)installed, wheels coming from pip's cache.
+chart_stamp="$CHART_VENV/.requirements-chart.sha256"
+chart_want=$(sha256sum "$CHART_REQUIREMENTS" | cut -d' ' -f1)
+chart_venv_ok() {
+    [[ -x "$CHART_VENV/bin/python" && -f "$chart_stamp" && "$(cat "$chart_stamp")" == "$chart_want" ]] &&
+        "$CHART_VENV/bin/python" -c 'import helm_python, kubernetes_validate, jsonschema, yaml, cel' >/dev/null 2>&1
+}
+if chart_venv_ok; then
+    log "chart validation venv: present ($CHART_VENV, $("$CHART_VENV/bin/python" -c 'import helm_python; print("helm-python-sdk", helm_python.__version__, "/ Helm", helm_python.helm_sdk_version())'))"
+else
+    command -v python3 >/dev/null 2>&1 || { log "ERROR: python3 not found (needed for the chart validation)"; exit 1; }
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+        log "ERROR: python3 >= 3.10 needed for the chart validation, found $(python3 --version 2>&1)"
+        exit 1
+    }
+    log "chart validation venv: installing scripts/requirements-chart.txt into $CHART_VENV"
+    if [[ ! -x "$CHART_VENV/bin/python" ]] || ! "$CHART_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$CHART_VENV"
+        mkdir -p "$(dirname "$CHART_VENV")"
+        python3 -m venv "$CHART_VENV"
+    fi
+    "$CHART_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv -r "$CHART_REQUIREMENTS"
+    echo "$chart_want" >"$chart_stamp"
+    chart_venv_ok || { log "ERROR: chart validation venv installed but its packages do not import"; exit 1; }
+    log "chart validation venv: installed"
+fi
 
 # --- kaspad ----------------------------------------------------------------------------------
 kaspad_is_wanted() {

@@ -23,6 +23,14 @@ cargo fmt --all -- --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The Helm chart (lint and render by Helm's engine, kubernetes-validate), examples/ against the
+# generated CRDs (schema and CEL rules), crds/ = the chart's crds/ byte for byte. The self-test
+# first shows that each check rejects broken input.
+chart_python="${P2P_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/venv}/bin/python"
+log "chart validation: scripts/validate-chart.py --self-test, then the chart, examples/ and crds/"
+"$chart_python" scripts/validate-chart.py --self-test
+"$chart_python" scripts/validate-chart.py
+
 # Test output is also kept to add up the per-binary "test result:" lines at the end.
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
