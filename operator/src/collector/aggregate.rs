@@ -1,0 +1,250 @@
+//! Pure aggregation of stored reports into what a `SensorFleet` or `RelayNode` status shows.
+//!
+//! No I/O and no clock: `now` is a parameter, so every function here is tested from YAML
+//! fixtures (`operator/tests/fixtures/collector/`).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sensor_report::{PeerIdSketch, TIME_TO_DIRECT_BUCKETS, bucket_quantile_ms};
+
+use super::store::StoredReport;
+use crate::crd::{FleetPeerCounts, HolePunchStats, SensorSummary, TransportStats, UserAgentCount};
+
+/// Most user agents a fleet aggregate lists.
+pub const MAX_FLEET_USER_AGENTS: usize = 10;
+/// Most per-sensor summaries a fleet aggregate lists (the rest are only counted).
+pub const MAX_SENSOR_SUMMARIES: usize = 50;
+
+/// What the sensors of one SensorFleet reported, as its status shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FleetAggregate {
+    /// Senders with a stored report.
+    pub senders: i32,
+    /// Senders whose latest report was received within the report timeout.
+    pub reporting: i32,
+    /// Verdict sums over senders and the distinct peers across the fleet (exact or estimated).
+    pub peers: FleetPeerCounts,
+    /// User agents summed over senders' top lists, at most [`MAX_FLEET_USER_AGENTS`], by peers
+    /// descending then name ascending.
+    pub top_user_agents: Vec<UserAgentCount>,
+    /// Newest receive time of any sender's report.
+    pub last_report_time: Option<Timestamp>,
+    /// One line per sender sorted by name, at most [`MAX_SENSOR_SUMMARIES`].
+    pub summaries: Vec<SensorSummary>,
+    /// Accepted inbound connections, all time, summed over senders.
+    pub connections_accepted: u64,
+    /// Rejected inbound connections, all time, summed over senders.
+    pub connections_rejected: u64,
+}
+
+/// What one RelayNode and the sensors punching through it reported, as its status shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RelayAggregate {
+    /// The relay pod's newest report was received within the report timeout.
+    pub reporting: bool,
+    /// Base58 libp2p PeerId from the newest relay report (`None` before one arrived).
+    pub peer_id: Option<String>,
+    /// The newest relay report's listen addresses, each ending in `/p2p/<peer_id>`, sorted and
+    /// de-duplicated.
+    pub multiaddrs: Vec<String>,
+    /// Reservations held on the relay (newest relay report).
+    pub reservations_active: i64,
+    /// Circuits open through the relay (newest relay report).
+    pub circuits_active: i64,
+    /// DCUtR attempts through this relay summed over the punching sensors.
+    pub hole_punch: HolePunchStats,
+    /// Newest receive time of the relay pod's own report (punch reports do not count).
+    pub last_report_time: Option<Timestamp>,
+}
+
+/// True when `then` is more than `limit` before `now` (a report from the future is never old).
+pub fn older_than(then: Timestamp, now: Timestamp, limit: Duration) -> bool {
+    let age_ms = i128::from(now.as_millisecond()) - i128::from(then.as_millisecond());
+    age_ms > 0 && age_ms.unsigned_abs() > limit.as_millis()
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// `successes / attempts` in percent with one decimal, at most 100; `None` for 0 attempts.
+pub fn success_rate(successes: u64, attempts: u64) -> Option<f64> {
+    (attempts > 0).then(|| ((successes as f64 * 1000.0 / attempts as f64).round() / 10.0).min(100.0))
+}
+
+/// Aggregates the stored reports of one SensorFleet (all with that owner). `report_timeout`
+/// decides who counts as reporting; `exact_unique_bound` caps the exact union of peer ids.
+///
+/// `peers.unique_across_fleet` is the exact union of the listed peer ids when every sender's list
+/// is complete and the union has at most `exact_unique_bound` ids; otherwise it is the estimate of
+/// the merged sketches (±2 % typical) and `unique_is_estimate` is true.
+pub fn aggregate_fleet(
+    reports: &[StoredReport],
+    now: Timestamp,
+    report_timeout: Duration,
+    exact_unique_bound: usize,
+) -> FleetAggregate {
+    let reporting = |r: &StoredReport| !older_than(r.received_at, now, report_timeout);
+    let (mut public, mut private, mut unknown, mut accepted, mut rejected) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut user_agents: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        let Some(p) = &r.report.peers else { continue };
+        public = public.saturating_add(p.public);
+        private = private.saturating_add(p.private);
+        unknown = unknown.saturating_add(p.unknown);
+        accepted = accepted.saturating_add(p.connections_accepted);
+        rejected = rejected.saturating_add(p.connections_rejected);
+        for ua in &p.top_user_agents {
+            let sum = user_agents.entry(ua.user_agent.as_str()).or_default();
+            *sum = sum.saturating_add(ua.peers);
+        }
+    }
+    let mut top_user_agents: Vec<(&str, u64)> = user_agents.into_iter().collect();
+    top_user_agents.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let top_user_agents = top_user_agents
+        .into_iter()
+        .take(MAX_FLEET_USER_AGENTS)
+        .map(|(user_agent, peers)| UserAgentCount { user_agent: user_agent.to_owned(), peers: to_i64(peers) })
+        .collect();
+
+    let mut by_name: Vec<&StoredReport> = reports.iter().collect();
+    by_name.sort_by(|a, b| a.sender().cmp(b.sender()));
+    let summaries = by_name
+        .into_iter()
+        .take(MAX_SENSOR_SUMMARIES)
+        .map(|r| {
+            let p = r.report.peers.clone().unwrap_or_default();
+            SensorSummary {
+                name: r.sender().to_owned(),
+                reporting: reporting(r),
+                public: to_i64(p.public),
+                private: to_i64(p.private),
+                unknown: to_i64(p.unknown),
+                last_report_time: Some(Time(r.received_at)),
+            }
+        })
+        .collect();
+
+    let (unique_across_fleet, unique_is_estimate) = unique_peers(reports, exact_unique_bound);
+    FleetAggregate {
+        senders: to_i32(reports.len()),
+        reporting: to_i32(reports.iter().filter(|r| reporting(r)).count()),
+        peers: FleetPeerCounts {
+            public: to_i64(public),
+            private: to_i64(private),
+            unknown: to_i64(unknown),
+            unique_across_fleet: to_i64(unique_across_fleet),
+            unique_is_estimate,
+        },
+        top_user_agents,
+        last_report_time: reports.iter().map(|r| r.received_at).max(),
+        summaries,
+        connections_accepted: accepted,
+        connections_rejected: rejected,
+    }
+}
+
+/// Distinct peer ids over `reports`: (count, is_estimate).
+fn unique_peers(reports: &[StoredReport], exact_unique_bound: usize) -> (u64, bool) {
+    let complete = reports.iter().all(|r| r.report.peers.as_ref().is_none_or(|p| p.peer_ids_complete));
+    if complete {
+        let mut union: HashSet<&[u8; 16]> = HashSet::new();
+        let within_bound = reports.iter().all(|r| {
+            r.peer_ids.iter().all(|id| {
+                union.insert(id);
+                union.len() <= exact_unique_bound
+            })
+        });
+        if within_bound {
+            return (union.len() as u64, false);
+        }
+    }
+    // Each sender's full sketch: the one it sent (incomplete lists) or one built from its list.
+    let mut merged = PeerIdSketch::new();
+    for r in reports {
+        merged.merge(&r.full_sketch());
+    }
+    (merged.estimate(), true)
+}
+
+/// Aggregates one RelayNode: `relay_reports` are the relay pods' own reports (owner RelayNode),
+/// `punch_reports` the sensor reports of the same namespace whose `hole_punch.relay` names this
+/// relay (from any fleet). Relay state comes from the newest relay report; hole-punch counters,
+/// per-transport counters and time-to-direct histograms are summed over `punch_reports`, and
+/// `time_to_direct_p50_ms` is the median of the merged histogram.
+pub fn aggregate_relay(
+    relay_reports: &[StoredReport],
+    punch_reports: &[StoredReport],
+    now: Timestamp,
+    report_timeout: Duration,
+) -> RelayAggregate {
+    let newest = relay_reports.iter().max_by(|a, b| {
+        a.received_at
+            .cmp(&b.received_at)
+            .then_with(|| a.order().cmp(&b.order()))
+            .then_with(|| a.sender().cmp(b.sender()))
+    });
+    let mut aggregate = RelayAggregate {
+        reporting: newest.is_some_and(|r| !older_than(r.received_at, now, report_timeout)),
+        last_report_time: newest.map(|r| r.received_at),
+        hole_punch: hole_punch_stats(punch_reports),
+        ..RelayAggregate::default()
+    };
+    if let Some(relay) = newest.and_then(|r| r.report.relay.as_ref()) {
+        aggregate.peer_id = (!relay.peer_id.is_empty()).then(|| relay.peer_id.clone());
+        let suffix = format!("/p2p/{}", relay.peer_id);
+        let addrs: BTreeSet<String> = relay
+            .listen_addrs
+            .iter()
+            .map(|a| if relay.peer_id.is_empty() || a.contains("/p2p/") { a.clone() } else { format!("{a}{suffix}") })
+            .collect();
+        aggregate.multiaddrs = addrs.into_iter().collect();
+        aggregate.reservations_active = to_i64(relay.reservations_active);
+        aggregate.circuits_active = to_i64(relay.circuits_active);
+    }
+    aggregate
+}
+
+fn hole_punch_stats(punch_reports: &[StoredReport]) -> HolePunchStats {
+    let (mut attempts, mut successes, mut failures) = (0u64, 0u64, 0u64);
+    let mut buckets = [0u64; TIME_TO_DIRECT_BUCKETS];
+    let mut by_transport: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for punch in punch_reports.iter().filter_map(|r| r.report.hole_punch.as_ref()) {
+        attempts = attempts.saturating_add(punch.attempts);
+        successes = successes.saturating_add(punch.successes);
+        failures = failures.saturating_add(punch.failures);
+        if punch.time_to_direct_ms_buckets.len() == TIME_TO_DIRECT_BUCKETS {
+            for (sum, n) in buckets.iter_mut().zip(&punch.time_to_direct_ms_buckets) {
+                *sum = sum.saturating_add(*n);
+            }
+        }
+        for t in &punch.by_transport {
+            let (a, s) = by_transport.entry(t.transport.as_str()).or_default();
+            *a = a.saturating_add(t.attempts);
+            *s = s.saturating_add(t.successes);
+        }
+    }
+    HolePunchStats {
+        attempts: to_i64(attempts),
+        successes: to_i64(successes),
+        failures: to_i64(failures),
+        success_rate: success_rate(successes, attempts),
+        time_to_direct_p50_ms: bucket_quantile_ms(&buckets, 0.5).map(to_i64),
+        by_transport: by_transport
+            .into_iter()
+            .map(|(transport, (attempts, successes))| TransportStats {
+                transport: transport.to_owned(),
+                attempts: to_i64(attempts),
+                successes: to_i64(successes),
+                success_rate: success_rate(successes, attempts),
+            })
+            .collect(),
+    }
+}

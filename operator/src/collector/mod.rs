@@ -1,0 +1,24 @@
+//! The collector: gRPC ingest of the cumulative reports that sensor and relay pods push, and their
+//! aggregation per `SensorFleet` and per `RelayNode` (design §1).
+//!
+//! One report's path: [`service`] (tonic `Collector::Push`) → [`store::ReportStore::ingest`]
+//! (validate, keep only the newest report per owner and sender) → [`store::ReportStore::publish`]
+//! on the operator's status tick (forget silent senders, recompute every owner's aggregate with the
+//! pure functions of [`aggregate`]) → the status writers read [`store::ReportStore::fleet`] and
+//! [`store::ReportStore::relay`]. [`metrics`] counts reports by result without per-object labels.
+//!
+//! Reporting is push, cumulative and idempotent: an operator that restarts starts empty and is
+//! complete again after the next round of reports.
+
+pub mod aggregate;
+pub mod metrics;
+pub mod service;
+pub mod store;
+
+pub use aggregate::{FleetAggregate, RelayAggregate, aggregate_fleet, aggregate_relay};
+pub use metrics::CollectorMetrics;
+pub use service::{CollectorService, serve};
+pub use store::{Ingest, IngestError, OwnerKey, OwnerKind, PublishStats, ReportStore, StoreLimits, StoredReport};
+
+#[cfg(test)]
+mod fixture_tests;

@@ -1,0 +1,103 @@
+//! What every reconciliation shares: the client, settings, caches of owned objects, the
+//! collector's reports, metrics, the event recorder and the per-object retry state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+
+use crate::backoff::Backoff;
+use crate::collector::store::ReportStore;
+use crate::crd::{RelayNode, SensorFleet};
+use crate::fleet::build::BuildSettings;
+use crate::metrics::Metrics;
+
+/// Operator-wide settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub build: BuildSettings,
+    /// Success requeue and collector publish interval: status changes driven by reports are
+    /// written at most once per fleet per this interval.
+    pub status_interval: Duration,
+    /// A sensor whose newest report is older than this is not `reporting`.
+    pub report_timeout: Duration,
+    /// Every child is re-applied at least this often, even when its spec hash is unchanged
+    /// (reverts manual edits of fields the operator owns).
+    pub resync_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            build: BuildSettings {
+                sensor_image: String::new(),
+                collector_endpoint: String::new(),
+                report_interval_ms: 10_000,
+            },
+            status_interval: Duration::from_secs(10),
+            report_timeout: Duration::from_secs(60),
+            resync_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Read-only caches (reflector stores) of everything the controllers own or reference. Filled
+/// by label-selected watches in `run`, by hand in tests.
+#[derive(Clone)]
+pub struct Caches {
+    pub fleets: Store<SensorFleet>,
+    pub relays: Store<RelayNode>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub daemon_sets: Store<DaemonSet>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub config_maps: Store<ConfigMap>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub secrets: Store<Secret>,
+}
+
+/// When each object's children were last applied in full.
+#[derive(Debug, Default)]
+pub struct Resync {
+    last_full: Mutex<HashMap<String, Instant>>,
+}
+
+impl Resync {
+    /// True when `key` was never applied in full by this process or longer than `every` ago.
+    pub fn due(&self, key: &str, every: Duration) -> bool {
+        self.last_full.lock().unwrap_or_else(|e| e.into_inner()).get(key).is_none_or(|t| t.elapsed() >= every)
+    }
+
+    /// Records a complete full apply of `key`.
+    pub fn done(&self, key: &str) {
+        self.last_full.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), Instant::now());
+    }
+}
+
+/// Clock of the reconcilers (replaced in tests).
+pub type Clock = Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>;
+
+/// Shared by every reconciliation of both controllers.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub caches: Caches,
+    pub reports: Arc<ReportStore>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+    pub resync: Resync,
+    pub clock: Clock,
+}
+
+impl Context {
+    /// Current time from the context's clock.
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.clock)()
+    }
+}

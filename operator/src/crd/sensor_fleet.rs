@@ -1,0 +1,329 @@
+//! `SensorFleet`: a set of sensor pods listening on one Kaspa network, and what they measured.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Exposure, Placement, PullPolicy, SecretKeyRef};
+
+/// Desired state of a fleet of Kaspa sensors.
+///
+/// Cross-field rules (CEL, enforced by the API server and again by the operator):
+/// `replicas` ≥ 1 is required in StatefulSet mode and forbidden in DaemonSet mode;
+/// PersistentVolumeClaim storage needs StatefulSet mode; `network` is immutable.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "p2psensor.dev",
+    version = "v1alpha1",
+    kind = "SensorFleet",
+    namespaced,
+    status = "SensorFleetStatus",
+    shortname = "sf",
+    category = "p2psensor",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Sensors","type":"integer","description":"Ready sensor pods","jsonPath":".status.sensors.ready"}"#,
+    printcolumn = r#"{"name":"Public","type":"integer","description":"Peers classified public (sum over sensors)","jsonPath":".status.peers.public"}"#,
+    printcolumn = r#"{"name":"Private","type":"integer","description":"Peers classified private (sum over sensors)","jsonPath":".status.peers.private"}"#,
+    printcolumn = r#"{"name":"Network","type":"string","priority":1,"jsonPath":".spec.network"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    cel
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode == 'DaemonSet' || (has(self.replicas) && self.replicas >= 1)").message("replicas must be at least 1 in StatefulSet mode"))]
+#[x_kube(validation = Rule::new("self.mode != 'DaemonSet' || !has(self.replicas)").message("replicas is not allowed in DaemonSet mode: one sensor runs per selected node"))]
+#[x_kube(validation = Rule::new("self.mode == 'StatefulSet' || !has(self.storage) || self.storage.kind != 'PersistentVolumeClaim'").message("PersistentVolumeClaim storage needs StatefulSet mode; use HostPath or EmptyDir with a DaemonSet"))]
+pub struct SensorFleetSpec {
+    /// Kaspa network the sensors join. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("network is immutable; create a new SensorFleet"))]
+    pub network: KaspaNetwork,
+    /// DaemonSet (one sensor per selected node; the default) or StatefulSet (`replicas` sensors).
+    #[serde(default)]
+    pub mode: WorkloadMode,
+    /// Number of sensors in StatefulSet mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: Option<i32>,
+    /// Sensor image; default: the operator's `--sensor-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// P2P listen port; default: the network's (mainnet 16111, testnet-10 16211, testnet-12 16311,
+    /// devnet 16611, simnet 16511).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// How peers reach the sensors. Default: host network.
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// The address sensors advertise in `Version.address`.
+    #[serde(default)]
+    pub external_address: ExternalAddress,
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
+    pub probing: Probing,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub storage: Storage,
+    /// Where sensors export their events (besides their own SQLite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<Export>,
+    /// Compute resources of each sensor container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// RelayNode (same namespace) the sensors use for hole-punch measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_ref: Option<RelayRef>,
+}
+
+/// Kaspa networks (design §2).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KaspaNetwork {
+    #[serde(rename = "mainnet")]
+    Mainnet,
+    #[serde(rename = "testnet-10")]
+    Testnet10,
+    #[serde(rename = "testnet-12")]
+    Testnet12,
+    #[serde(rename = "devnet")]
+    Devnet,
+    #[serde(rename = "simnet")]
+    Simnet,
+}
+
+impl KaspaNetwork {
+    /// The name the sensor's `network` key takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KaspaNetwork::Mainnet => "mainnet",
+            KaspaNetwork::Testnet10 => "testnet-10",
+            KaspaNetwork::Testnet12 => "testnet-12",
+            KaspaNetwork::Devnet => "devnet",
+            KaspaNetwork::Simnet => "simnet",
+        }
+    }
+
+    /// Default P2P port (kaspad's `network.default_p2p_port()`; design §2).
+    pub fn default_port(self) -> i32 {
+        match self {
+            KaspaNetwork::Mainnet => 16111,
+            KaspaNetwork::Testnet10 => 16211,
+            KaspaNetwork::Testnet12 => 16311,
+            KaspaNetwork::Devnet => 16611,
+            KaspaNetwork::Simnet => 16511,
+        }
+    }
+}
+
+/// The workload kind behind a fleet.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadMode {
+    /// One sensor on every selected node (default).
+    #[default]
+    DaemonSet,
+    /// `replicas` sensors with stable names and optional PersistentVolumeClaims.
+    StatefulSet,
+}
+
+/// Where the advertised address comes from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExternalAddressSource {
+    /// The node's IP (downward API `status.hostIP`) and the P2P port (default).
+    #[default]
+    HostIP,
+    /// `address` as given.
+    Static,
+    /// Advertise nothing.
+    None,
+}
+
+/// The address sensors advertise to peers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.source != 'Static' || has(self.address)").message("address is required when source is Static"))]
+pub struct ExternalAddress {
+    #[serde(default)]
+    pub source: ExternalAddressSource,
+    /// `IP:PORT` (source Static).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Dial-back probing (the sensor's `[classify]` section).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Probing {
+    /// Per-attempt timeout, ms (100–60000; sensor default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 60000))]
+    pub timeout_ms: Option<i64>,
+    /// Attempts before a peer is judged private (2–10; default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 10))]
+    pub attempts: Option<i32>,
+    /// Concurrent probes per sensor (1–4096; default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub concurrency: Option<i32>,
+    /// How long a verdict is reused, s (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub cache_ttl_secs: Option<i64>,
+    /// Dial non-routable source addresses (labs and devnets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_private_targets: Option<bool>,
+}
+
+/// Inbound limits (the sensor's `[listen]` section).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Concurrent inbound peers per sensor (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_inbound_peers: Option<i64>,
+    /// Concurrent inbound peers per source IP (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_peers_per_ip: Option<i64>,
+    /// Concurrent inbound peers per /24 (IPv4) or /48 (IPv6) (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_peers_per_subnet: Option<i64>,
+}
+
+/// Kind of the sensors' data volume.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StorageKind {
+    /// Scratch space that lives as long as the pod (default).
+    #[default]
+    EmptyDir,
+    /// One PersistentVolumeClaim per sensor (StatefulSet mode only).
+    PersistentVolumeClaim,
+    /// A directory on the node (DaemonSet mode; survives pod restarts).
+    HostPath,
+}
+
+/// The sensors' data volume (SQLite database and peer identity).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind == 'PersistentVolumeClaim' || !has(self.storageClassName)").message("storageClassName is only allowed with kind PersistentVolumeClaim"))]
+#[x_kube(validation = Rule::new("self.kind == 'HostPath' || !has(self.hostPath)").message("hostPath is only allowed with kind HostPath"))]
+pub struct Storage {
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// Volume size as a Kubernetes quantity, e.g. `10Gi` (PVC request, or emptyDir size limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Node directory for kind HostPath; default `/var/lib/p2p-sensor/<namespace>/<fleet>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+}
+
+/// Kind of export sink (implemented by the sensor's exporters).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ExportSink {
+    /// POST batches of events as NDJSON to `endpoint`.
+    Http,
+    /// INSERT events into a PostgreSQL database at `endpoint` (a libpq URL without password).
+    Postgres,
+}
+
+/// Event export settings; credentials come from a Secret, never from the spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Export {
+    pub sink: ExportSink,
+    /// URL of the sink.
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: String,
+    /// Credentials (bearer token for Http, password for Postgres).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// A RelayNode in the fleet's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct RelayRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Observed state of a fleet, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorFleetStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Reconciling, Stalled, Degraded (kstatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub sensors: SensorCounts,
+    #[serde(default)]
+    pub peers: FleetPeerCounts,
+    /// Most common user agents by distinct peers, summed over sensors; at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_user_agents: Vec<UserAgentCount>,
+    /// Newest report received from any sensor of the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_time: Option<Time>,
+    /// One line per sensor, by name; at most 50 (the rest are counted in `sensors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensor_summaries: Vec<SensorSummary>,
+}
+
+/// Sensor pods: wanted, ready (workload status) and reporting (collector).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorCounts {
+    pub desired: i32,
+    pub ready: i32,
+    /// Sensors whose latest report is younger than the operator's report timeout.
+    pub reporting: i32,
+}
+
+/// Peers the fleet has classified.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetPeerCounts {
+    /// Sum over sensors of peers whose latest verdict is public (a peer seen by two sensors
+    /// counts twice; see `uniqueAcrossFleet`).
+    pub public: i64,
+    pub private: i64,
+    pub unknown: i64,
+    /// Distinct peer ids across the whole fleet: exact while every sensor lists its ids and the
+    /// union stays under the operator's bound, a HyperLogLog estimate (±2 %) beyond.
+    pub unique_across_fleet: i64,
+    /// True when `uniqueAcrossFleet` is an estimate.
+    #[serde(default)]
+    pub unique_is_estimate: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAgentCount {
+    pub user_agent: String,
+    pub peers: i64,
+}
+
+/// The latest report of one sensor.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorSummary {
+    /// Pod name.
+    pub name: String,
+    pub reporting: bool,
+    pub public: i64,
+    pub private: i64,
+    pub unknown: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_time: Option<Time>,
+}

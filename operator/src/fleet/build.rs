@@ -1,0 +1,365 @@
+//! Pure builders: a SensorFleet in, the Kubernetes objects it wants out.
+//!
+//! Children (names for fleet `f`): ServiceAccount `f-sensor`, ConfigMap `f-sensor-config`
+//! (`sensor.toml`), headless Service `f-sensors`, exposure Service `f-p2p` (LoadBalancer/NodePort
+//! exposure only), and the workload `f-sensor` (DaemonSet or StatefulSet). All carry the common
+//! labels, a controller owner reference and a spec-hash annotation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodSpec, PodTemplateSpec,
+    SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
+use crate::crd::{ExportSink, ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
+use crate::error::{Error, Result};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION, FLEET_LABEL, SPEC_HASH_ANNOTATION};
+use crate::pod::{self, ContainerParams};
+
+/// `app.kubernetes.io/component` of sensor pods.
+pub const COMPONENT: &str = "sensor";
+
+/// What the operator adds to every fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Image when `spec.image` is absent (`--sensor-image`).
+    pub sensor_image: String,
+    /// Collector URL sensors push reports to (`--collector-endpoint`).
+    pub collector_endpoint: String,
+    /// Sensors' report interval, ms.
+    pub report_interval_ms: u64,
+}
+
+/// The workload behind a fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    DaemonSet(DaemonSet),
+    StatefulSet(StatefulSet),
+}
+
+/// Everything a fleet wants to exist, in apply order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetChildren {
+    pub service_account: ServiceAccount,
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub exposure_service: Option<Service>,
+    pub workload: Workload,
+}
+
+/// Child object names of fleet `name`.
+pub mod names {
+    pub fn service_account(fleet: &str) -> String {
+        format!("{fleet}-sensor")
+    }
+    pub fn config_map(fleet: &str) -> String {
+        format!("{fleet}-sensor-config")
+    }
+    pub fn headless_service(fleet: &str) -> String {
+        format!("{fleet}-sensors")
+    }
+    pub fn exposure_service(fleet: &str) -> String {
+        format!("{fleet}-p2p")
+    }
+    pub fn workload(fleet: &str) -> String {
+        format!("{fleet}-sensor")
+    }
+}
+
+/// Builds every child of `fleet`. Errors: [`Error::MissingObjectKey`] when the fleet has no
+/// name, namespace or uid (it was not read from the API server). Spec problems are caught by
+/// `validate` first; this function assumes a valid spec.
+pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChildren> {
+    let name = fleet.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = fleet.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let owner = labels::controller_ref(fleet)?;
+    let labels = labels::common_labels(FLEET_LABEL, name, COMPONENT);
+    let selector = labels::selector_labels(FLEET_LABEL, name, COMPONENT);
+    let meta = |object_name: String| ObjectMeta {
+        name: Some(object_name),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    };
+    let spec = &fleet.spec;
+    let port = sensor_config::p2p_port(fleet);
+    let host_network = spec.exposure.kind == ExposureKind::HostNetwork;
+
+    let service_account = ServiceAccount {
+        metadata: meta(names::service_account(name)),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    };
+
+    let toml = sensor_config::render(fleet, namespace, name, &settings.collector_endpoint, settings.report_interval_ms);
+    let config_hash = labels::short_hash(toml.as_bytes());
+    let config_map = ConfigMap {
+        metadata: meta(names::config_map(name)),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), toml)])),
+        ..ConfigMap::default()
+    };
+
+    let p2p_service_port = |node_port: Option<i32>| ServicePort {
+        name: Some("p2p".into()),
+        port,
+        target_port: Some(IntOrString::String("p2p".into())),
+        protocol: Some("TCP".into()),
+        node_port,
+        ..ServicePort::default()
+    };
+    let headless_service = Service {
+        metadata: meta(names::headless_service(name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector.clone()),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![
+                p2p_service_port(None),
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let exposure_service = (!host_network).then(|| {
+        let mut metadata = meta(names::exposure_service(name));
+        metadata.annotations = spec.exposure.annotations.clone();
+        let kind = match spec.exposure.kind {
+            ExposureKind::NodePort => "NodePort",
+            _ => "LoadBalancer",
+        };
+        Service {
+            metadata,
+            spec: Some(ServiceSpec {
+                type_: Some(kind.into()),
+                selector: Some(selector.clone()),
+                external_traffic_policy: Some(pod::traffic_policy(spec.exposure.external_traffic_policy).into()),
+                ports: Some(vec![p2p_service_port(spec.exposure.node_port)]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    });
+
+    let container = pod::container(ContainerParams {
+        name: COMPONENT,
+        image: spec.image.clone().unwrap_or_else(|| settings.sensor_image.clone()),
+        pull_policy: spec.image_pull_policy,
+        args: vec!["listen".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+        ports: vec![("p2p", port, "TCP", host_network), ("metrics", METRICS_PORT, "TCP", false)],
+        env: sensor_env(fleet, port),
+        mounts: vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)],
+        resources: spec.resources.clone(),
+        health_port: Some(METRICS_PORT),
+    });
+
+    let mut volumes = vec![pod::volume("config", |v| {
+        v.config_map = Some(ConfigMapVolumeSource { name: names::config_map(name), ..ConfigMapVolumeSource::default() })
+    })];
+    let storage = &spec.storage;
+    let size = storage.size.clone().map(Quantity);
+    match storage.kind {
+        StorageKind::EmptyDir => volumes.push(pod::volume("data", |v| {
+            v.empty_dir = Some(EmptyDirVolumeSource { size_limit: size.clone(), ..EmptyDirVolumeSource::default() })
+        })),
+        StorageKind::HostPath => {
+            let path = storage.host_path.clone().unwrap_or_else(|| format!("/var/lib/p2p-sensor/{namespace}/{name}"));
+            volumes.push(pod::volume("data", |v| {
+                v.host_path = Some(HostPathVolumeSource { path, type_: Some("DirectoryOrCreate".into()) })
+            }))
+        }
+        StorageKind::PersistentVolumeClaim => {} // volumeClaimTemplates below
+    }
+
+    let mut affinity = spec.placement.affinity.clone();
+    if host_network && spec.mode == WorkloadMode::StatefulSet {
+        // Two sensors on one node would fight over the host port: spread them, one per node.
+        affinity = Some(with_one_per_node(affinity, &selector));
+    }
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        service_account_name: Some(names::service_account(name)),
+        automount_service_account_token: Some(false),
+        host_network: host_network.then_some(true),
+        dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_string()),
+        affinity,
+        ..pod::restricted_pod_spec(&spec.placement)
+    };
+    let mut template_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash)]);
+    template_annotations.insert("prometheus.io/scrape".into(), "true".into());
+    template_annotations.insert("prometheus.io/port".into(), METRICS_PORT.to_string());
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels.clone()),
+            annotations: Some(template_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec),
+    };
+    let label_selector = LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() };
+
+    let workload = match spec.mode {
+        WorkloadMode::DaemonSet => Workload::DaemonSet(DaemonSet {
+            metadata: meta(names::workload(name)),
+            spec: Some(DaemonSetSpec {
+                selector: label_selector,
+                template,
+                update_strategy: Some(DaemonSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDaemonSet {
+                        max_unavailable: Some(IntOrString::String("10%".into())),
+                        ..RollingUpdateDaemonSet::default()
+                    }),
+                }),
+                ..DaemonSetSpec::default()
+            }),
+            ..DaemonSet::default()
+        }),
+        WorkloadMode::StatefulSet => {
+            let claims = (storage.kind == StorageKind::PersistentVolumeClaim).then(|| {
+                vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some("data".into()),
+                        labels: Some(labels.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec {
+                        access_modes: Some(vec!["ReadWriteOnce".into()]),
+                        storage_class_name: storage.storage_class_name.clone(),
+                        resources: Some(VolumeResourceRequirements {
+                            requests: Some(BTreeMap::from([(
+                                "storage".to_string(),
+                                size.clone().unwrap_or_else(|| Quantity("1Gi".into())),
+                            )])),
+                            ..VolumeResourceRequirements::default()
+                        }),
+                        ..PersistentVolumeClaimSpec::default()
+                    }),
+                    ..PersistentVolumeClaim::default()
+                }]
+            });
+            Workload::StatefulSet(StatefulSet {
+                metadata: meta(names::workload(name)),
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(spec.replicas.unwrap_or(1)),
+                    service_name: Some(names::headless_service(name)),
+                    selector: label_selector,
+                    template,
+                    pod_management_policy: Some("Parallel".into()),
+                    volume_claim_templates: claims,
+                    // Measurements outlive a scale-down or a deleted fleet; users delete PVCs.
+                    persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                        when_deleted: Some("Retain".into()),
+                        when_scaled: Some("Retain".into()),
+                    }),
+                    ..StatefulSetSpec::default()
+                }),
+                ..StatefulSet::default()
+            })
+        }
+    };
+
+    let mut children = FleetChildren { service_account, config_map, headless_service, exposure_service, workload };
+    stamp_hashes(&mut children)?;
+    Ok(children)
+}
+
+/// Environment of a sensor container: the downward API for pod name, namespace and node IP, and
+/// the `SENSOR_*` overrides built from them; export settings and credentials (Secret reference).
+fn sensor_env(fleet: &SensorFleet, port: i32) -> Vec<EnvVar> {
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let value = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() };
+    let mut env = vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("HOST_IP", "status.hostIP"),
+        value("SENSOR_SENSOR_ID", "$(POD_NAME)".into()),
+        value("SENSOR_REPORT_SENDER", "$(POD_NAME)".into()),
+    ];
+    if fleet.spec.external_address.source == ExternalAddressSource::HostIP {
+        env.push(value("SENSOR_LISTEN_EXTERNAL_ADDRESS", format!("$(HOST_IP):{port}")));
+    }
+    if let Some(export) = &fleet.spec.export {
+        let sink = match export.sink {
+            ExportSink::Http => "http",
+            ExportSink::Postgres => "postgres",
+        };
+        env.push(value("SENSOR_EXPORT_SINK", sink.into()));
+        env.push(value("SENSOR_EXPORT_ENDPOINT", export.endpoint.clone()));
+        if let Some(secret) = &export.secret_ref {
+            env.push(EnvVar {
+                name: "SENSOR_EXPORT_CREDENTIALS".into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+    }
+    env
+}
+
+/// Adds a required pod anti-affinity on `kubernetes.io/hostname` among the fleet's own pods.
+fn with_one_per_node(affinity: Option<Affinity>, selector: &BTreeMap<String, String>) -> Affinity {
+    let mut affinity = affinity.unwrap_or_default();
+    let mut anti = affinity.pod_anti_affinity.take().unwrap_or_default();
+    let mut required = anti.required_during_scheduling_ignored_during_execution.take().unwrap_or_default();
+    required.push(PodAffinityTerm {
+        label_selector: Some(LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..PodAffinityTerm::default()
+    });
+    anti.required_during_scheduling_ignored_during_execution = Some(required);
+    affinity.pod_anti_affinity = Some(anti);
+    affinity
+}
+
+/// Annotates every child with the hash of its own serialised form.
+fn stamp_hashes(children: &mut FleetChildren) -> Result<()> {
+    fn stamp<K: kube::Resource + serde::Serialize>(object: &mut K) -> Result<()> {
+        let hash = labels::short_hash(&serde_json::to_vec(object)?);
+        object.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
+        Ok(())
+    }
+    stamp(&mut children.service_account)?;
+    stamp(&mut children.config_map)?;
+    stamp(&mut children.headless_service)?;
+    if let Some(service) = children.exposure_service.as_mut() {
+        stamp(service)?;
+    }
+    match &mut children.workload {
+        Workload::DaemonSet(ds) => stamp(ds),
+        Workload::StatefulSet(sts) => stamp(sts),
+    }
+}

@@ -1,0 +1,120 @@
+//! Renders a fleet's `sensor.toml` (the sensor's configuration file, mounted from a ConfigMap).
+//!
+//! Keys follow the sensor's `config.rs` (`sensor config` prints them all). Only keys the spec
+//! sets are written; the sensor's defaults fill the rest. Per-pod values (sensor id, report
+//! sender, advertised address from the node IP) come from `SENSOR_*` environment variables.
+
+use serde::Serialize;
+
+use crate::crd::{ExternalAddressSource, SensorFleet};
+use sensor_report::OWNER_SENSOR_FLEET;
+
+/// Where the sensor keeps its database and peer id inside the pod.
+pub const DATA_DIR: &str = "/var/lib/p2p-sensor";
+/// Directory the ConfigMap is mounted at.
+pub const CONFIG_DIR: &str = "/etc/p2p-sensor";
+/// File name of the rendered configuration in the ConfigMap.
+pub const CONFIG_FILE: &str = "sensor.toml";
+/// Port of the sensor's `/metrics`, `/healthz`, `/readyz`.
+pub const METRICS_PORT: i32 = 9102;
+
+#[derive(Serialize)]
+struct SensorToml<'a> {
+    network: &'a str,
+    data_dir: &'a str,
+    listen: ListenToml,
+    classify: ClassifyToml,
+    metrics: MetricsToml,
+    report: ReportToml<'a>,
+}
+
+#[derive(Serialize)]
+struct ListenToml {
+    address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_inbound_peers: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_peers_per_ip: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_peers_per_subnet: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ClassifyToml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_private_targets: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_timeout_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_attempts: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_ttl_secs: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct MetricsToml {
+    listen: String,
+}
+
+#[derive(Serialize)]
+struct ReportToml<'a> {
+    endpoint: &'a str,
+    interval_ms: u64,
+    owner_namespace: &'a str,
+    owner_kind: &'a str,
+    owner_name: &'a str,
+}
+
+/// The P2P port a fleet listens on: `spec.port` or the network's default.
+pub fn p2p_port(fleet: &SensorFleet) -> i32 {
+    fleet.spec.port.unwrap_or_else(|| fleet.spec.network.default_port())
+}
+
+/// `sensor.toml` for every sensor of `fleet`, reporting to `collector_endpoint` every
+/// `report_interval_ms`. A Static external address goes into the file; HostIP comes from the
+/// pod's environment instead.
+pub fn render(
+    fleet: &SensorFleet,
+    namespace: &str,
+    name: &str,
+    collector_endpoint: &str,
+    report_interval_ms: u64,
+) -> String {
+    let spec = &fleet.spec;
+    let port = p2p_port(fleet);
+    let config = SensorToml {
+        network: spec.network.as_str(),
+        data_dir: DATA_DIR,
+        listen: ListenToml {
+            address: format!("0.0.0.0:{port}"),
+            external_address: match spec.external_address.source {
+                ExternalAddressSource::Static => spec.external_address.address.clone(),
+                _ => None,
+            },
+            max_inbound_peers: spec.limits.max_inbound_peers,
+            max_peers_per_ip: spec.limits.max_peers_per_ip,
+            max_peers_per_subnet: spec.limits.max_peers_per_subnet,
+        },
+        classify: ClassifyToml {
+            allow_private_targets: spec.probing.allow_private_targets,
+            probe_timeout_ms: spec.probing.timeout_ms,
+            probe_attempts: spec.probing.attempts,
+            concurrency: spec.probing.concurrency,
+            cache_ttl_secs: spec.probing.cache_ttl_secs,
+        },
+        metrics: MetricsToml { listen: format!("0.0.0.0:{METRICS_PORT}") },
+        report: ReportToml {
+            endpoint: collector_endpoint,
+            interval_ms: report_interval_ms,
+            owner_namespace: namespace,
+            owner_kind: OWNER_SENSOR_FLEET,
+            owner_name: name,
+        },
+    };
+    let body = toml::to_string(&config).unwrap_or_default();
+    format!("# Rendered by p2p-sensor-operator from SensorFleet {namespace}/{name}; edits are overwritten.\n{body}")
+}

@@ -1,0 +1,144 @@
+//! Pure status of a SensorFleet: conditions (kstatus), sensor counts and the collector's
+//! aggregate of the sensors' reports.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::collector::aggregate::FleetAggregate;
+use crate::conditions::{self, Desired};
+use crate::crd::{SensorCounts, SensorFleet, SensorFleetStatus, condition};
+
+/// What the workload's own status says, reduced to what the fleet status needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkloadState {
+    /// Pods wanted: StatefulSet `spec.replicas`, DaemonSet `status.desiredNumberScheduled`.
+    pub desired: i32,
+    /// Pods ready.
+    pub ready: i32,
+    /// The workload controller has seen the latest spec and every pod runs it.
+    pub up_to_date: bool,
+}
+
+/// State of a cached StatefulSet.
+pub fn stateful_set_state(sts: &StatefulSet) -> WorkloadState {
+    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = sts.status.as_ref() else {
+        return WorkloadState { desired, ready: 0, up_to_date: false };
+    };
+    let seen = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0) >= desired
+        && status.current_revision.is_some()
+        && status.current_revision == status.update_revision;
+    WorkloadState { desired, ready: status.ready_replicas.unwrap_or(0), up_to_date: seen && (updated || desired == 0) }
+}
+
+/// State of a cached DaemonSet.
+pub fn daemon_set_state(ds: &DaemonSet) -> WorkloadState {
+    let Some(status) = ds.status.as_ref() else {
+        return WorkloadState::default();
+    };
+    let seen = status.observed_generation.unwrap_or(0) >= ds.metadata.generation.unwrap_or(0);
+    let desired = status.desired_number_scheduled;
+    let updated = status.updated_number_scheduled.unwrap_or(0) >= desired;
+    WorkloadState { desired, ready: status.number_ready, up_to_date: seen && updated }
+}
+
+/// Everything the status is computed from besides the fleet itself.
+#[derive(Debug, Clone, Default)]
+pub struct Observed<'a> {
+    /// Why the spec is invalid (`Stalled`), if it is.
+    pub invalid: Option<&'a str>,
+    /// The workload, when it exists.
+    pub workload: Option<WorkloadState>,
+    /// The collector's last published aggregate of the fleet's reports.
+    pub reports: Option<&'a FleetAggregate>,
+    /// `Some(name)` when `spec.relayRef` names a RelayNode that does not exist.
+    pub missing_relay: Option<&'a str>,
+}
+
+/// The conditions, in the order Ready, Reconciling, Stalled, Degraded.
+pub fn desired_conditions(fleet: &SensorFleet, observed: &Observed<'_>) -> Vec<Desired> {
+    use condition::{DEGRADED, READY, RECONCILING, STALLED};
+    let reporting = observed.reports.map_or(0, |r| r.reporting);
+    let degraded = if fleet.spec.exposure.hides_source_ip() {
+        Desired::new(
+            DEGRADED,
+            true,
+            "SourceIPHidden",
+            "externalTrafficPolicy Cluster SNATs inbound peers: sensors cannot see their source IPs, so dial-back \
+             classification is impossible; use Local or HostNetwork",
+        )
+    } else if let Some(relay) = observed.missing_relay {
+        Desired::new(
+            DEGRADED,
+            true,
+            "RelayNotFound",
+            format!("spec.relayRef names RelayNode {relay:?}, which does not exist"),
+        )
+    } else {
+        Desired::new(DEGRADED, false, "AsExpected", "")
+    };
+    if let Some(reason) = observed.invalid {
+        return vec![
+            Desired::new(READY, false, "InvalidSpec", reason),
+            Desired::new(RECONCILING, false, "InvalidSpec", "waiting for the spec to be fixed"),
+            Desired::new(STALLED, true, "InvalidSpec", reason),
+            degraded,
+        ];
+    }
+    let stalled = Desired::new(STALLED, false, "SpecValid", "");
+    let (ready, reconciling) = match observed.workload {
+        None => (
+            Desired::new(READY, false, "WorkloadNotFound", "the sensor workload does not exist yet"),
+            Desired::new(RECONCILING, true, "Creating", "creating the sensor workload"),
+        ),
+        Some(w) if !w.up_to_date || w.ready < w.desired => {
+            let message = format!("{} of {} sensors ready", w.ready, w.desired);
+            (
+                Desired::new(READY, false, "SensorsNotReady", &message),
+                Desired::new(RECONCILING, true, "RollingOut", message),
+            )
+        }
+        Some(w) if w.desired == 0 => (
+            Desired::new(READY, false, "NoSensorsScheduled", "no node matches the fleet's placement"),
+            Desired::new(RECONCILING, false, "RolledOut", ""),
+        ),
+        Some(w) if reporting < w.ready => (
+            Desired::new(
+                READY,
+                false,
+                "SensorsNotReporting",
+                format!("{reporting} of {} ready sensors reported recently", w.ready),
+            ),
+            Desired::new(RECONCILING, false, "RolledOut", ""),
+        ),
+        Some(w) => (
+            Desired::new(READY, true, "AllSensorsReporting", format!("{} sensors ready and reporting", w.ready)),
+            Desired::new(RECONCILING, false, "RolledOut", ""),
+        ),
+    };
+    vec![ready, reconciling, stalled, degraded]
+}
+
+/// The whole `.status` of `fleet` at `now`. `lastTransitionTime`s come from the fleet's current
+/// status unless the condition flipped.
+pub fn status(fleet: &SensorFleet, observed: &Observed<'_>, now: &Time) -> SensorFleetStatus {
+    let generation = fleet.metadata.generation;
+    let old = fleet.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = conditions::merge(old, &desired_conditions(fleet, observed), generation, now);
+    let workload = observed.workload.unwrap_or_default();
+    let mut status = SensorFleetStatus {
+        observed_generation: generation,
+        conditions,
+        sensors: SensorCounts { desired: workload.desired, ready: workload.ready, reporting: 0 },
+        ..SensorFleetStatus::default()
+    };
+    if let Some(reports) = observed.reports {
+        status.sensors.reporting = reports.reporting;
+        status.peers = reports.peers.clone();
+        status.top_user_agents = reports.top_user_agents.clone();
+        status.last_report_time = reports.last_report_time.map(Time);
+        status.sensor_summaries = reports.summaries.clone();
+    }
+    status
+}

@@ -1,0 +1,74 @@
+//! Pure validation of a SensorFleet: CEL rules plus what CEL cannot check.
+
+use std::net::SocketAddr;
+
+use crate::crd::{ExportSink, ExternalAddressSource, SensorFleet, StorageKind};
+use crate::validation::{fleet_cel, into_result, is_dns_label, is_quantity, name_fits};
+
+/// Every reason `fleet` cannot be realised, joined with `; ` (the `Stalled` message), or `Ok`.
+/// `default_image` is the operator's `--sensor-image` (used when `spec.image` is absent).
+pub fn validate(fleet: &SensorFleet, default_image: &str) -> Result<(), String> {
+    let spec = &fleet.spec;
+    let mut violations = fleet_cel(fleet);
+    if let Err(e) = name_fits(fleet.metadata.name.as_deref().unwrap_or_default()) {
+        violations.push(e);
+    }
+    if spec.image.as_deref().unwrap_or(default_image).trim().is_empty() {
+        violations.push("spec.image: no image; set spec.image or start the operator with --sensor-image".into());
+    }
+    if let Some(size) = &spec.storage.size
+        && !is_quantity(size)
+    {
+        violations.push(format!("spec.storage.size: {size:?} is not a quantity such as 10Gi"));
+    }
+    if spec.storage.kind == StorageKind::HostPath
+        && let Some(path) = &spec.storage.host_path
+        && (!path.starts_with('/') || path.split('/').any(|c| c == ".."))
+    {
+        violations.push(format!("spec.storage.hostPath: {path:?} must be an absolute path without '..'"));
+    }
+    if spec.external_address.source == ExternalAddressSource::Static
+        && let Some(address) = &spec.external_address.address
+        && address.parse::<SocketAddr>().is_err()
+    {
+        violations.push(format!("spec.externalAddress.address: {address:?} is not IP:PORT"));
+    }
+    if let Some(export) = &spec.export {
+        let schemes: &[&str] = match export.sink {
+            ExportSink::Http => &["http://", "https://"],
+            ExportSink::Postgres => &["postgres://", "postgresql://"],
+        };
+        if !schemes.iter().any(|s| export.endpoint.starts_with(s)) {
+            violations.push(format!("spec.export.endpoint: must start with {}", schemes.join(" or ")));
+        }
+        if endpoint_has_password(&export.endpoint) {
+            violations
+                .push("spec.export.endpoint: contains a password; put credentials in spec.export.secretRef".into());
+        }
+        if let Some(secret) = &export.secret_ref
+            && !is_dns_label(&secret.name)
+        {
+            violations.push(format!("spec.export.secretRef.name: {:?} is not a valid Secret name", secret.name));
+        }
+    }
+    into_result(violations)
+}
+
+/// `scheme://user:password@host` — a password in the URL's authority.
+fn endpoint_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_found() {
+        assert!(endpoint_has_password("postgres://u:secret@db:5432/x"));
+        assert!(!endpoint_has_password("postgres://u@db:5432/x"));
+        assert!(!endpoint_has_password("https://hooks.example/path?a=b:c@d"));
+    }
+}

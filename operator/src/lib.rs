@@ -1,0 +1,22 @@
+//! The p2p-sensor operator: reconciles `SensorFleet` and `RelayNode` custom resources into sensor
+//! and relay pods and writes what those pods report back into `.status` and Prometheus.
+//!
+//! One peer's journey ends here: sensor → report → [`collector`] → [`fleet::status`] → `.status`.
+
+pub mod apply;
+pub mod backoff;
+pub mod collector;
+pub mod conditions;
+pub mod context;
+pub mod crd;
+pub mod error;
+pub mod fleet;
+pub mod http;
+pub mod labels;
+pub mod metrics;
+pub mod pod;
+pub mod relay;
+pub mod run;
+pub mod telemetry;
+pub mod trim;
+pub mod validation;

@@ -1,0 +1,325 @@
+//! Pure builders: a RelayNode in, the Kubernetes objects it wants out.
+//!
+//! Children (names for relay `r`): ServiceAccount `r-relay`, ConfigMap `r-relay-config`
+//! (`relay.toml`), Deployment `r-relay` (one replica, `Recreate`: one identity must never run
+//! twice) and the exposure Service `r-relay` (LoadBalancer/NodePort exposure only). All carry the
+//! common labels, a controller owner reference and a spec-hash annotation. The identity Secret
+//! is not built here (see [`super::identity`]): only its name goes into the pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::identity::{IDENTITY_DIR, IDENTITY_KEY};
+use super::relay_config::{self, CONFIG_FILE};
+use crate::crd::{ExposureKind, RelayNode};
+use crate::error::{Error, Result};
+use crate::fleet::build::BuildSettings;
+use crate::fleet::sensor_config::{CONFIG_DIR, METRICS_PORT};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION, RELAY_LABEL, SPEC_HASH_ANNOTATION};
+use crate::pod::{self, ContainerParams};
+
+/// `app.kubernetes.io/component` of relay pods.
+pub const COMPONENT: &str = "relay";
+/// File mode of the mounted identity key (owner read; the pod's fsGroup adds group read).
+pub const IDENTITY_MODE: i32 = 0o400;
+
+/// Everything a relay wants to exist, in apply order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayChildren {
+    pub service_account: ServiceAccount,
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    /// LoadBalancer or NodePort Service; `None` with HostNetwork exposure.
+    pub exposure_service: Option<Service>,
+}
+
+/// Child object names of relay `name`.
+pub mod names {
+    pub fn service_account(relay: &str) -> String {
+        format!("{relay}-relay")
+    }
+    pub fn config_map(relay: &str) -> String {
+        format!("{relay}-relay-config")
+    }
+    pub fn deployment(relay: &str) -> String {
+        format!("{relay}-relay")
+    }
+    pub fn exposure_service(relay: &str) -> String {
+        format!("{relay}-relay")
+    }
+}
+
+/// Builds every child of `relay`; the pod mounts Secret `identity_secret_name` (key
+/// [`IDENTITY_KEY`]) at [`IDENTITY_DIR`]. Errors: [`Error::MissingObjectKey`] when the relay has
+/// no name, namespace or uid (it was not read from the API server). Spec problems are caught by
+/// `validate` first; this function assumes a valid spec.
+pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: &str) -> Result<RelayChildren> {
+    let name = relay.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = relay.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let owner = labels::controller_ref(relay)?;
+    let labels = labels::common_labels(RELAY_LABEL, name, COMPONENT);
+    let selector = labels::selector_labels(RELAY_LABEL, name, COMPONENT);
+    let meta = |object_name: String| ObjectMeta {
+        name: Some(object_name),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    };
+    let spec = &relay.spec;
+    let host_network = spec.exposure.kind == ExposureKind::HostNetwork;
+    let (tcp, quic) = (spec.ports.tcp, spec.ports.quic);
+
+    let service_account = ServiceAccount {
+        metadata: meta(names::service_account(name)),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    };
+
+    let toml = relay_config::render(relay, namespace, name, &settings.collector_endpoint, settings.report_interval_ms);
+    let config_hash = labels::short_hash(toml.as_bytes());
+    let config_map = ConfigMap {
+        metadata: meta(names::config_map(name)),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), toml)])),
+        ..ConfigMap::default()
+    };
+
+    let exposure_service = (!host_network).then(|| {
+        let mut metadata = meta(names::exposure_service(name));
+        metadata.annotations = spec.exposure.annotations.clone();
+        let kind = match spec.exposure.kind {
+            ExposureKind::NodePort => "NodePort",
+            _ => "LoadBalancer",
+        };
+        let port = |port_name: &str, port: i32, protocol: &str| ServicePort {
+            name: Some(port_name.into()),
+            port,
+            target_port: Some(IntOrString::String(port_name.into())),
+            protocol: Some(protocol.into()),
+            node_port: spec.exposure.node_port,
+            ..ServicePort::default()
+        };
+        let mut ports = vec![port("tcp", tcp, "TCP")];
+        ports.extend(quic.map(|q| port("quic", q, "UDP")));
+        Service {
+            metadata,
+            spec: Some(ServiceSpec {
+                type_: Some(kind.into()),
+                selector: Some(selector.clone()),
+                external_traffic_policy: Some(pod::traffic_policy(spec.exposure.external_traffic_policy).into()),
+                ports: Some(ports),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    });
+
+    let mut ports = vec![("tcp", tcp, "TCP", host_network)];
+    ports.extend(quic.map(|q| ("quic", q, "UDP", host_network)));
+    ports.push(("metrics", METRICS_PORT, "TCP", false));
+    let container = pod::container(ContainerParams {
+        name: COMPONENT,
+        image: spec.image.clone().unwrap_or_else(|| settings.sensor_image.clone()),
+        pull_policy: spec.image_pull_policy,
+        args: vec!["relay".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
+        ports,
+        env: relay_env(),
+        mounts: vec![("config", CONFIG_DIR, true), ("identity", IDENTITY_DIR, true)],
+        resources: spec.resources.clone(),
+        health_port: Some(METRICS_PORT),
+    });
+
+    let volumes = vec![
+        pod::volume("config", |v| {
+            v.config_map =
+                Some(ConfigMapVolumeSource { name: names::config_map(name), ..ConfigMapVolumeSource::default() })
+        }),
+        pod::volume("identity", |v| {
+            v.secret = Some(SecretVolumeSource {
+                secret_name: Some(identity_secret_name.to_string()),
+                items: Some(vec![KeyToPath { key: IDENTITY_KEY.into(), path: IDENTITY_KEY.into(), mode: None }]),
+                default_mode: Some(IDENTITY_MODE),
+                optional: Some(false),
+            })
+        }),
+    ];
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        service_account_name: Some(names::service_account(name)),
+        automount_service_account_token: Some(false),
+        host_network: host_network.then_some(true),
+        dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_string()),
+        ..pod::restricted_pod_spec(&spec.placement)
+    };
+    let template_annotations = BTreeMap::from([
+        (CONFIG_HASH_ANNOTATION.to_string(), config_hash),
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), METRICS_PORT.to_string()),
+    ]);
+    let deployment = Deployment {
+        metadata: meta(names::deployment(name)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            // Never two pods with one identity: the old pod is gone before the new one starts.
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    annotations: Some(template_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    let mut children = RelayChildren { service_account, config_map, deployment, exposure_service };
+    stamp_hashes(&mut children)?;
+    Ok(children)
+}
+
+/// Environment of the relay container: the downward API for pod name, namespace and node IP,
+/// and the `SENSOR_*` overrides built from them.
+fn relay_env() -> Vec<EnvVar> {
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let value = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
+    vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("HOST_IP", "status.hostIP"),
+        value("SENSOR_SENSOR_ID", "$(POD_NAME)"),
+        value("SENSOR_REPORT_SENDER", "$(POD_NAME)"),
+    ]
+}
+
+/// Annotates every child with the hash of its own serialised form.
+fn stamp_hashes(children: &mut RelayChildren) -> Result<()> {
+    fn stamp<K: kube::Resource + serde::Serialize>(object: &mut K) -> Result<()> {
+        let hash = labels::short_hash(&serde_json::to_vec(object)?);
+        object.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
+        Ok(())
+    }
+    stamp(&mut children.service_account)?;
+    stamp(&mut children.config_map)?;
+    stamp(&mut children.deployment)?;
+    if let Some(service) = children.exposure_service.as_mut() {
+        stamp(service)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Exposure, RelayNodeSpec, TrafficPolicy};
+
+    fn settings() -> BuildSettings {
+        BuildSettings {
+            sensor_image: "ghcr.io/p2p-sensor/sensor:test".into(),
+            collector_endpoint: "http://collector.p2p-sensor-system:9000".into(),
+            report_interval_ms: 10_000,
+        }
+    }
+
+    fn relay(spec: serde_json::Value) -> RelayNode {
+        let mut relay = RelayNode::new("edge", serde_json::from_value::<RelayNodeSpec>(spec).unwrap());
+        relay.metadata.namespace = Some("lab".into());
+        relay.metadata.uid = Some("uid-1".into());
+        relay
+    }
+
+    fn deployment_pod(children: &RelayChildren) -> &PodSpec {
+        children.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn one_replica_recreated_never_rolled() {
+        let children = build(&relay(serde_json::json!({})), &settings(), "edge-identity").unwrap();
+        let spec = children.deployment.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"));
+        let pod = deployment_pod(&children);
+        assert_eq!(pod.host_network, Some(true));
+        let identity = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "identity").unwrap();
+        let secret = identity.secret.as_ref().unwrap();
+        assert_eq!((secret.secret_name.as_deref(), secret.default_mode), (Some("edge-identity"), Some(0o400)));
+        assert!(children.exposure_service.is_none());
+    }
+
+    #[test]
+    fn config_changes_roll_the_pod_and_change_hashes() {
+        let before = build(&relay(serde_json::json!({})), &settings(), "edge-identity").unwrap();
+        let after =
+            build(&relay(serde_json::json!({"limits": {"maxCircuits": 8}})), &settings(), "edge-identity").unwrap();
+        let config_hash = |c: &RelayChildren| {
+            c.deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
+                [CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let spec_hash = |m: &ObjectMeta| m.annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone();
+        assert_ne!(config_hash(&before), config_hash(&after));
+        assert_ne!(spec_hash(&before.deployment.metadata), spec_hash(&after.deployment.metadata));
+        assert_ne!(spec_hash(&before.config_map.metadata), spec_hash(&after.config_map.metadata));
+        assert_eq!(spec_hash(&before.service_account.metadata), spec_hash(&after.service_account.metadata));
+        // The same input builds the same objects.
+        assert_eq!(before, build(&relay(serde_json::json!({})), &settings(), "edge-identity").unwrap());
+        // Another identity Secret changes the pod.
+        let other = build(&relay(serde_json::json!({})), &settings(), "my-key").unwrap();
+        assert_ne!(spec_hash(&before.deployment.metadata), spec_hash(&other.deployment.metadata));
+    }
+
+    #[test]
+    fn service_exposure_keeps_pod_network_and_publishes_both_protocols() {
+        let mut relay = relay(serde_json::json!({}));
+        relay.spec.exposure = Exposure {
+            kind: ExposureKind::NodePort,
+            external_traffic_policy: TrafficPolicy::Cluster,
+            node_port: Some(31001),
+            annotations: None,
+        };
+        let children = build(&relay, &settings(), "edge-identity").unwrap();
+        let pod = deployment_pod(&children);
+        assert_eq!((pod.host_network, pod.dns_policy.as_deref()), (None, None));
+        let ports = pod.containers[0].ports.as_ref().unwrap();
+        assert!(ports.iter().all(|p| p.host_port.is_none()), "{ports:?}");
+        let service = children.exposure_service.unwrap();
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Cluster"));
+        let ports: Vec<_> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap(), p.node_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("tcp".into(), 4001, "TCP".into(), Some(31001)), ("quic".into(), 4001, "UDP".into(), Some(31001))]
+        );
+    }
+
+    #[test]
+    fn a_relay_never_stored_cannot_be_built() {
+        let mut relay = relay(serde_json::json!({}));
+        relay.metadata.uid = None;
+        assert!(matches!(build(&relay, &settings(), "x"), Err(Error::MissingObjectKey(_))));
+    }
+}
