@@ -135,6 +135,15 @@ impl Metrics {
         );
         f.register("sensors", "Sensor pods over all fleets: desired, ready, reporting", metrics.fleet_sensors.clone());
         registry.register("p2psensor_fleets", "SensorFleets with a computed status", metrics.fleets.clone());
+        // Every controller's series exist from the start (at 0), so rates and alerts work before
+        // the first reconciliation.
+        for controller in ["sensorfleet", "relaynode"] {
+            for result in ["success", "error"] {
+                let _ = metrics.reconcile_total.get_or_create(&ResultLabels { controller, result });
+            }
+            let _ = metrics.reconcile_errors.get_or_create(&ControllerLabels { controller });
+            let _ = metrics.reconcile_time.get_or_create(&ControllerLabels { controller });
+        }
         std::sync::Arc::new(metrics)
     }
 

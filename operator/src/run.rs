@@ -245,26 +245,28 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
         clock: Arc::new(jiff::Timestamp::now),
     });
 
-    // Ready once every cache has its first list.
+    // Ready once every cache has its first list. Polled rather than awaited: a store's readiness is
+    // a oneshot that wakes only its latest waiter, and the controllers wait on their own stores
+    // too (kube-runtime's DelayedInit), so an awaiting task here could sleep forever.
     let readiness = {
         let (caches, ready) = (caches.clone(), ready.clone());
         tokio::spawn(async move {
-            let synced = futures::future::join_all([
-                caches.fleets.wait_until_ready().boxed(),
-                caches.relays.wait_until_ready().boxed(),
-                caches.stateful_sets.wait_until_ready().boxed(),
-                caches.daemon_sets.wait_until_ready().boxed(),
-                caches.deployments.wait_until_ready().boxed(),
-                caches.services.wait_until_ready().boxed(),
-                caches.config_maps.wait_until_ready().boxed(),
-                caches.service_accounts.wait_until_ready().boxed(),
-                caches.secrets.wait_until_ready().boxed(),
-            ])
-            .await;
-            if synced.iter().all(Result::is_ok) {
-                http::set_ready(&ready, true);
-                tracing::info!("caches synced; ready");
+            let started = std::time::Instant::now();
+            let mut reported = 0u64;
+            loop {
+                let pending = pending_caches(&caches);
+                if pending.is_empty() {
+                    break;
+                }
+                let waited = started.elapsed().as_secs() / 30;
+                if waited > reported {
+                    reported = waited;
+                    tracing::warn!(?pending, waited_secs = started.elapsed().as_secs(), "caches not synced yet");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            http::set_ready(&ready, true);
+            tracing::info!("caches synced; ready");
         })
     };
 
@@ -323,6 +325,31 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
     }
     tracing::info!("stopped");
     outcome
+}
+
+/// Kinds whose cache has not completed its first list (empty when all have).
+fn pending_caches(caches: &Caches) -> Vec<&'static str> {
+    fn ready<K: Resource + Clone>(store: &Store<K>) -> bool
+    where
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+    }
+    [
+        ("SensorFleet", ready(&caches.fleets)),
+        ("RelayNode", ready(&caches.relays)),
+        ("StatefulSet", ready(&caches.stateful_sets)),
+        ("DaemonSet", ready(&caches.daemon_sets)),
+        ("Deployment", ready(&caches.deployments)),
+        ("Service", ready(&caches.services)),
+        ("ConfigMap", ready(&caches.config_maps)),
+        ("ServiceAccount", ready(&caches.service_accounts)),
+        ("Secret", ready(&caches.secrets)),
+    ]
+    .into_iter()
+    .filter(|(_, ready)| !ready)
+    .map(|(kind, _)| kind)
+    .collect()
 }
 
 /// Publishes the collector's aggregates every status interval (the rate limit of report-driven
