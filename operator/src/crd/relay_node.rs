@@ -38,6 +38,12 @@ pub struct RelayNodeSpec {
     /// How peers reach the relay. Default: host network.
     #[serde(default)]
     pub exposure: Exposure,
+    /// Multiaddrs peers reach the relay at (e.g. `/ip4/203.0.113.7/tcp/4001`). Absent: derived
+    /// from the node IP for HostNetwork, and from the node IP and `exposure.nodePort` for NodePort;
+    /// a LoadBalancer needs them set. A relay without any refuses every reservation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub external_addresses: Vec<String>,
     #[serde(default)]
     pub identity: RelayIdentity,
     #[serde(default)]

@@ -130,7 +130,7 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
         pull_policy: spec.image_pull_policy,
         args: vec!["relay".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
         ports,
-        env: relay_env(),
+        env: relay_env(&external_addresses(relay)),
         mounts: vec![("config", CONFIG_DIR, true), ("identity", IDENTITY_DIR, true)],
         resources: spec.resources.clone(),
         health_port: Some(METRICS_PORT),
@@ -189,9 +189,29 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
     Ok(children)
 }
 
+/// The relay's external addresses as the pod will advertise them: `spec.externalAddresses` when
+/// set, else `/ip4/$(HOST_IP)/tcp/<port>` and `/ip4/$(HOST_IP)/udp/<port>/quic-v1` with the host
+/// ports (HostNetwork) or the node port (NodePort with `exposure.nodePort`); empty for a
+/// LoadBalancer without explicit addresses. `$(HOST_IP)` is expanded by the kubelet.
+pub fn external_addresses(relay: &RelayNode) -> Vec<String> {
+    let spec = &relay.spec;
+    if !spec.external_addresses.is_empty() {
+        return spec.external_addresses.clone();
+    }
+    let (tcp, quic) = match (spec.exposure.kind, spec.exposure.node_port) {
+        (ExposureKind::HostNetwork, _) => (spec.ports.tcp, spec.ports.quic),
+        (ExposureKind::NodePort, Some(node_port)) => (node_port, spec.ports.quic.map(|_| node_port)),
+        _ => return Vec::new(),
+    };
+    let mut addresses = vec![format!("/ip4/$(HOST_IP)/tcp/{tcp}")];
+    addresses.extend(quic.map(|port| format!("/ip4/$(HOST_IP)/udp/{port}/quic-v1")));
+    addresses
+}
+
 /// Environment of the relay container: the downward API for pod name, namespace and node IP,
-/// and the `SENSOR_*` overrides built from them.
-fn relay_env() -> Vec<EnvVar> {
+/// and the `SENSOR_*` overrides built from them (`SENSOR_RELAY_EXTERNAL_ADDRESSES`,
+/// comma-separated, when there are external addresses).
+fn relay_env(external: &[String]) -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -201,13 +221,17 @@ fn relay_env() -> Vec<EnvVar> {
         ..EnvVar::default()
     };
     let value = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
-    vec![
+    let mut env = vec![
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
         field("HOST_IP", "status.hostIP"),
         value("SENSOR_SENSOR_ID", "$(POD_NAME)"),
         value("SENSOR_REPORT_SENDER", "$(POD_NAME)"),
-    ]
+    ];
+    if !external.is_empty() {
+        env.push(value("SENSOR_RELAY_EXTERNAL_ADDRESSES", &external.join(",")));
+    }
+    env
 }
 
 /// Annotates every child with the hash of its own serialised form.

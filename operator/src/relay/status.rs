@@ -49,6 +49,14 @@ pub fn desired_conditions(relay: &RelayNode, observed: &Observed<'_>) -> Vec<Des
             "externalTrafficPolicy Cluster SNATs inbound peers: the relay observes wrong addresses for them, so \
              DCUtR hole punching cannot work; use Local or HostNetwork",
         )
+    } else if super::build::external_addresses(relay).is_empty() {
+        Desired::new(
+            DEGRADED,
+            true,
+            "NoExternalAddress",
+            "a LoadBalancer or NodePort without exposure.nodePort gives the relay no known external address, and \
+             a circuit relay refuses every reservation without one; set spec.externalAddresses",
+        )
     } else {
         Desired::new(DEGRADED, false, "AsExpected", "")
     };
@@ -152,5 +160,26 @@ mod tests {
         assert!(!deployment_state(&deployment(3, Some(status(2, 1, 1, 1)))).up_to_date, "spec not observed");
         assert!(!deployment_state(&deployment(2, Some(status(2, 2, 1, 1)))).up_to_date, "an old pod is left");
         assert!(!deployment_state(&deployment(2, Some(status(2, 1, 0, 1)))).up_to_date, "pod of the old revision");
+    }
+
+    #[test]
+    fn a_relay_without_an_external_address_is_degraded() {
+        let relay = |spec: serde_json::Value| -> RelayNode {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "p2psensor.dev/v1alpha1", "kind": "RelayNode",
+                "metadata": {"name": "edge", "namespace": "lab"}, "spec": spec
+            }))
+            .unwrap()
+        };
+        let degraded = |r: &RelayNode| {
+            let d = desired_conditions(r, &Observed::default()).into_iter().find(|c| c.type_ == "Degraded").unwrap();
+            (d.status, d.reason)
+        };
+        let lb = serde_json::json!({"exposure": {"kind": "LoadBalancer"}});
+        assert_eq!(degraded(&relay(lb.clone())), (true, "NoExternalAddress"));
+        let mut with_addresses = lb;
+        with_addresses["externalAddresses"] = serde_json::json!(["/ip4/203.0.113.7/tcp/4001"]);
+        assert_eq!(degraded(&relay(with_addresses)), (false, "AsExpected"));
+        assert_eq!(degraded(&relay(serde_json::json!({}))), (false, "AsExpected"), "host network derives them");
     }
 }

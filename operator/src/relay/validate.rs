@@ -19,7 +19,30 @@ pub fn validate(relay: &RelayNode, default_image: &str) -> Result<(), String> {
     {
         violations.push(format!("spec.identity.secretRef.name: {:?} is not a valid Secret name", secret.name));
     }
+    for (i, address) in spec.external_addresses.iter().enumerate() {
+        if let Err(reason) = check_external_address(address) {
+            violations.push(format!("spec.externalAddresses[{i}]: {address:?} {reason}"));
+        }
+    }
     into_result(violations)
+}
+
+/// An external address must be a multiaddr of a reachable transport the relay listens on:
+/// `/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>` or `…/udp/<port>/quic-v1`, without `/p2p/`.
+fn check_external_address(address: &str) -> Result<(), &'static str> {
+    use multiaddr::{Multiaddr, Protocol};
+    let parsed: Multiaddr = address.parse().map_err(|_| "is not a multiaddr")?;
+    let protocols: Vec<Protocol<'_>> = parsed.iter().collect();
+    let host = matches!(
+        protocols.first(),
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
+    );
+    let transport = matches!(protocols.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
+    if host && transport {
+        Ok(())
+    } else {
+        Err("must be /ip4|ip6|dns*/HOST/tcp/PORT or /ip4|ip6|dns*/HOST/udp/PORT/quic-v1")
+    }
 }
 
 #[cfg(test)]
@@ -35,6 +58,22 @@ mod tests {
 
     fn spec() -> RelayNodeSpec {
         serde_json::from_value(serde_json::json!({})).unwrap()
+    }
+
+    #[test]
+    fn external_addresses_must_be_dialable_multiaddrs() {
+        for good in ["/ip4/203.0.113.7/tcp/4001", "/dns4/relay.example/udp/4001/quic-v1", "/ip6/2001:db8::1/tcp/1"] {
+            assert_eq!(check_external_address(good), Ok(()), "{good}");
+        }
+        for bad in
+            ["203.0.113.7:4001", "/ip4/203.0.113.7", "/ip4/1.2.3.4/udp/1", "/ip4/1.2.3.4/tcp/1/p2p-circuit", "/tcp/1"]
+        {
+            assert!(check_external_address(bad).is_err(), "{bad}");
+        }
+        let mut s = spec();
+        s.external_addresses = vec!["nope".into()];
+        let error = validate(&relay("edge", s), "img").unwrap_err();
+        assert!(error.contains("spec.externalAddresses[0]"), "{error}");
     }
 
     #[test]
