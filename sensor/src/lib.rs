@@ -13,6 +13,7 @@ pub mod http;
 pub mod kaspa;
 pub mod listen;
 pub mod metrics;
+pub mod p2p;
 pub mod peer_report;
 pub mod report;
 pub mod store;

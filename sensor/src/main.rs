@@ -3,8 +3,9 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
 use sensor::{
-    config::{CliOverrides, Config},
+    config::{CliOverrides, Config, RelayListen},
     kaspa::network::Network,
 };
 
@@ -32,6 +33,9 @@ enum Command {
     /// Print stored peers and verdict counts from the SQLite store.
     #[command(alias = "report")]
     Peers(PeersArgs),
+    /// Run a libp2p circuit relay v2 server (+ identify, ping, AutoNAT v1 server) on TCP and
+    /// QUIC v1 for the sensors' hole punching.
+    Relay(RelayArgs),
 }
 
 /// Flags override environment variables (`SENSOR_…`), which override the file, which overrides
@@ -77,6 +81,47 @@ struct PeersArgs {
     limit: usize,
 }
 
+/// `sensor relay`. Flags override environment variables (`SENSOR_RELAY_…`), which override the
+/// `[relay]` section of the file, which overrides the defaults.
+#[derive(Debug, Args)]
+struct RelayArgs {
+    /// TOML configuration file (see `sensor config`, section [relay]).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Protobuf-encoded libp2p keypair; created (Ed25519, mode 0600) when absent
+    /// [default: <data dir>/relay_identity.key].
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Listen multiaddrs, replacing relay.listen_tcp/listen_quic: /ip4|ip6/IP/tcp/PORT and/or
+    /// /ip4|ip6/IP/udp/PORT/quic-v1 [default: /ip4/0.0.0.0/tcp/4001].
+    #[arg(long, value_name = "MULTIADDR", num_args = 1.., action = clap::ArgAction::Append)]
+    listen: Vec<Multiaddr>,
+    /// Multiaddrs the relay is reachable at, told to clients in reservations (replacing
+    /// relay.external_addresses). Without one every reservation is refused.
+    #[arg(long, value_name = "MULTIADDR", num_args = 1.., action = clap::ArgAction::Append)]
+    external_address: Vec<Multiaddr>,
+    /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:9102].
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Lab mode: the AutoNAT server also serves clients at private/loopback/documentation IPs.
+    #[arg(long)]
+    allow_private_targets: bool,
+}
+
+impl RelayArgs {
+    fn overrides(&self) -> sensor::Result<CliOverrides> {
+        let listen = if self.listen.is_empty() { None } else { Some(RelayListen::from_multiaddrs(&self.listen)?) };
+        Ok(CliOverrides {
+            metrics_listen: self.metrics_listen,
+            relay_listen: listen,
+            relay_external_addresses: (!self.external_address.is_empty()).then(|| self.external_address.clone()),
+            relay_identity_file: self.identity.clone(),
+            relay_allow_private_targets: self.allow_private_targets.then_some(true),
+            ..CliOverrides::default()
+        })
+    }
+}
+
 impl ListenArgs {
     fn overrides(&self) -> CliOverrides {
         CliOverrides {
@@ -86,6 +131,7 @@ impl ListenArgs {
             data_dir: self.data_dir.clone(),
             metrics_listen: self.metrics_listen,
             allow_private_targets: self.allow_private_targets.then_some(true),
+            ..CliOverrides::default()
         }
     }
 }
@@ -122,6 +168,7 @@ fn run(cli: Cli) -> sensor::Result<()> {
             sensor::peer_report::write_report(&db, &mut stdout.lock(), args.limit)
         }
         Some(Command::Listen(args)) => listen(args),
+        Some(Command::Relay(args)) => relay(args),
         None => listen(cli.listen),
     }
 }
@@ -133,6 +180,15 @@ fn listen(args: ListenArgs) -> sensor::Result<()> {
         .build()
         .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
     runtime.block_on(sensor::listen::run(config))
+}
+
+fn relay(args: RelayArgs) -> sensor::Result<()> {
+    let config = load_config(args.config.as_deref(), &args.overrides()?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
+    runtime.block_on(sensor::p2p::relay::run(config))
 }
 
 fn main() -> ExitCode {

@@ -107,7 +107,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Builds the metrics and a registry that exposes them, prefixed `sensor_`.
+    /// Builds the metrics and a registry that exposes them, prefixed `sensor_`. The registry is a
+    /// root without a prefix: metrics registered on it later keep their own names.
     pub fn new() -> (std::sync::Arc<Self>, Registry) {
         let metrics = Self {
             connections: Family::default(),
@@ -132,7 +133,10 @@ impl Metrics {
             report_last_success_timestamp_seconds: Gauge::default(),
             report_peer_ids_skipped: Gauge::default(),
         };
-        let mut registry = Registry::with_prefix("sensor");
+        // The sensor's metrics live in a `sensor_` sub-registry of a root registry, so other parts
+        // can register their own prefixes next to them (`sensor relay`: libp2p-metrics' `libp2p_*`).
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("sensor");
         let m = &metrics;
         registry.register(
             "connections",
@@ -207,7 +211,7 @@ impl Metrics {
         for result in REPORT_PUSH_RESULTS {
             let _ = m.report_pushes.get_or_create(&ResultLabels { result });
         }
-        (std::sync::Arc::new(metrics), registry)
+        (std::sync::Arc::new(metrics), root)
     }
 
     /// Counts one storage failure of `kind`.

@@ -1,5 +1,7 @@
 //! Unit tests of [`super`]: layering, errors, `default_toml` and validation.
 
+use std::time::Duration;
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -69,6 +71,7 @@ fn layers_file_env_cli() {
         data_dir: Some("/d".into()),
         metrics_listen: Some("127.0.0.1:1".parse().unwrap()),
         allow_private_targets: Some(false),
+        ..CliOverrides::default()
     };
     let (config, _) = load(Some(file), &vars, &cli).unwrap();
     assert_eq!(config.network, Network::Simnet);
@@ -317,5 +320,185 @@ fn report_errors_name_their_key() {
     assert!(config.validate().is_ok());
     reporting(&mut config);
     config.report.owner_kind = "RelayNode".into();
+    assert!(config.validate().is_ok());
+}
+
+/// The `[relay]` file the operator renders (operator/src/relay/relay_config.rs), with every limit.
+const RENDERED_RELAY_TOML: &str = "# Rendered by p2p-sensor-operator from RelayNode lab/edge; edits are overwritten.
+[relay]
+listen_tcp = \"0.0.0.0:4101\"
+listen_quic = \"0.0.0.0:4102\"
+identity_file = \"/var/run/p2p-sensor/identity/identity.key\"
+max_reservations = 256
+max_reservations_per_peer = 2
+max_circuits = 32
+max_circuits_per_peer = 8
+max_circuit_duration_secs = 600
+max_circuit_bytes = 1048576
+
+[metrics]
+listen = \"0.0.0.0:9102\"
+
+[report]
+endpoint = \"http://collector:9000\"
+interval_ms = 5000
+owner_namespace = \"lab\"
+owner_kind = \"RelayNode\"
+owner_name = \"edge\"
+";
+
+fn multiaddrs(list: &[&str]) -> Vec<Multiaddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn relay_defaults_are_rust_libp2p_defaults() {
+    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
+    let r = &config.relay;
+    assert_eq!(r, &RelayConfig::default());
+    assert_eq!((r.listen_tcp, r.listen_quic), (Some("0.0.0.0:4001".parse().unwrap()), None));
+    assert!(r.external_addresses.is_empty());
+    let libp2p = libp2p::relay::Config::default();
+    assert_eq!(
+        (r.max_reservations, r.max_reservations_per_peer, r.max_circuits, r.max_circuits_per_peer),
+        (libp2p.max_reservations, libp2p.max_reservations_per_peer, libp2p.max_circuits, libp2p.max_circuits_per_peer)
+    );
+    assert_eq!(Duration::from_secs(r.max_circuit_duration_secs), libp2p.max_circuit_duration);
+    assert_eq!(r.max_circuit_bytes, libp2p.max_circuit_bytes);
+    assert!(!r.allow_private_targets);
+    assert_eq!(config.relay_identity_file(), PathBuf::from("./data/relay_identity.key"));
+    let text = Config::default_toml();
+    assert!(text.contains("\n[relay]\n"), "{text}");
+    assert!(text.contains("\nexternal_addresses = []\n") && text.contains("SENSOR_RELAY_EXTERNAL_ADDRESSES"));
+    assert!(text.contains("\nlisten_tcp = \"0.0.0.0:4001\"\n") && text.contains("\nlisten_quic = \"\"\n"));
+}
+
+#[test]
+fn relay_reads_the_operator_rendered_file() {
+    let vars = [
+        ("SENSOR_SENSOR_ID", "edge-relay-abc"),
+        ("SENSOR_REPORT_SENDER", "edge-relay-abc"),
+        ("SENSOR_RELAY_EXTERNAL_ADDRESSES", "/ip4/198.51.100.7/tcp/4101, /ip4/198.51.100.7/udp/4102/quic-v1,"),
+    ];
+    let (config, warnings) = load(Some(RENDERED_RELAY_TOML), &vars, &CliOverrides::default()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let r = &config.relay;
+    assert_eq!(
+        (r.listen_tcp, r.listen_quic),
+        (Some("0.0.0.0:4101".parse().unwrap()), Some("0.0.0.0:4102".parse().unwrap()))
+    );
+    assert_eq!(config.relay_identity_file(), PathBuf::from("/var/run/p2p-sensor/identity/identity.key"));
+    assert_eq!(
+        (r.max_reservations, r.max_reservations_per_peer, r.max_circuits, r.max_circuits_per_peer),
+        (256, 2, 32, 8)
+    );
+    assert_eq!((r.max_circuit_duration_secs, r.max_circuit_bytes), (600, 1 << 20));
+    assert_eq!(r.external_addresses, multiaddrs(&["/ip4/198.51.100.7/tcp/4101", "/ip4/198.51.100.7/udp/4102/quic-v1"]));
+    assert_eq!(config.report.owner_kind, "RelayNode");
+    assert_eq!(config.report_sender(), "edge-relay-abc");
+    // An empty variable clears the list; the file form is a TOML array.
+    let (config, _) =
+        load(Some(RENDERED_RELAY_TOML), &[("SENSOR_RELAY_EXTERNAL_ADDRESSES", " ")], &CliOverrides::default()).unwrap();
+    assert!(config.relay.external_addresses.is_empty());
+    let file = "[relay]\nexternal_addresses = [\"/dns4/relay.example/tcp/4001\"]\nlisten_quic = \"127.0.0.1:4001\"\n";
+    let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
+    assert_eq!(config.relay.external_addresses, multiaddrs(&["/dns4/relay.example/tcp/4001"]));
+}
+
+#[test]
+fn relay_flags_override_env_and_file() {
+    let cli = CliOverrides {
+        relay_listen: Some(RelayListen::from_multiaddrs(&multiaddrs(&["/ip4/127.0.0.1/tcp/5001"])).unwrap()),
+        relay_external_addresses: Some(multiaddrs(&["/ip4/127.0.0.1/tcp/5001"])),
+        relay_identity_file: Some("/tmp/k".into()),
+        relay_allow_private_targets: Some(true),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..CliOverrides::default()
+    };
+    let vars = [("SENSOR_RELAY_EXTERNAL_ADDRESSES", "/ip4/1.2.3.4/tcp/1"), ("SENSOR_RELAY_LISTEN_QUIC", "0.0.0.0:1")];
+    let (config, _) = load(Some(RENDERED_RELAY_TOML), &vars, &cli).unwrap();
+    let r = &config.relay;
+    assert_eq!(
+        (r.listen_tcp, r.listen_quic),
+        (Some("127.0.0.1:5001".parse().unwrap()), None),
+        "--listen replaces both"
+    );
+    assert_eq!(r.external_addresses, multiaddrs(&["/ip4/127.0.0.1/tcp/5001"]));
+    assert_eq!(config.relay_identity_file(), PathBuf::from("/tmp/k"));
+    assert!(r.allow_private_targets);
+    assert_eq!(config.metrics.listen, "127.0.0.1:0".parse().unwrap());
+}
+
+#[test]
+fn relay_listen_flags_are_one_tcp_and_one_quic_multiaddr() {
+    let both = RelayListen::from_multiaddrs(&multiaddrs(&["/ip4/127.0.0.1/udp/7/quic-v1", "/ip6/::1/tcp/8"])).unwrap();
+    assert_eq!(both, RelayListen { tcp: Some("[::1]:8".parse().unwrap()), quic: Some("127.0.0.1:7".parse().unwrap()) });
+    for bad in [
+        &["/ip4/127.0.0.1/udp/7"][..],
+        &["/dns4/x/tcp/1"],
+        &["/ip4/127.0.0.1/tcp/1/p2p-circuit"],
+        &["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.2/tcp/2"],
+    ] {
+        match RelayListen::from_multiaddrs(&multiaddrs(bad)) {
+            Err(SensorError::Config { key, reason }) => {
+                assert_eq!(key, "--listen");
+                assert!(reason.contains(bad[bad.len() - 1]), "{reason}");
+            }
+            other => panic!("{bad:?}: expected a config error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn relay_errors_name_their_key() {
+    let cli = CliOverrides::default();
+    let (key, reason) =
+        err_key(load(None, &[("SENSOR_RELAY_EXTERNAL_ADDRESSES", "/ip4/1.2.3.4/tcp/1,nonsense")], &cli));
+    assert_eq!(key, "SENSOR_RELAY_EXTERNAL_ADDRESSES");
+    assert!(reason.contains("invalid multiaddr \"nonsense\""), "{reason}");
+    let (key, _) = err_key(load(Some("[relay]\nexternal_addresses = [\"x\"]\n"), &[], &cli));
+    assert_eq!(key, "relay.external_addresses");
+    let (key, reason) = err_key(load(Some("[relay]\nexternal_addresses = [\"/ip4/1.2.3.4/udp/1\"]\n"), &[], &cli));
+    assert_eq!(key, "relay.external_addresses");
+    assert!(reason.starts_with("\"/ip4/1.2.3.4/udp/1\" must be"), "{reason}");
+    let (key, reason) = err_key(load(Some("[relay]\nmax_circuit = 3\n"), &[], &cli));
+    assert_eq!(key, "relay.max_circuit");
+    assert!(reason.starts_with("unknown key"), "{reason}");
+    assert_eq!(err_key(load(Some("[relay]\nlisten_tcp = \"x\"\n"), &[], &cli)).0, "relay.listen_tcp");
+    assert_eq!(err_key(load(None, &[("SENSOR_RELAY_MAX_CIRCUITS", "lots")], &cli)).0, "SENSOR_RELAY_MAX_CIRCUITS");
+    let (key, reason) = err_key(load(Some("[relay]\nlisten_tcp = \"\"\n"), &[], &cli));
+    assert_eq!(key, "relay.listen_tcp");
+    assert!(reason.contains("both empty"), "{reason}");
+    // A QUIC-only relay is fine.
+    assert!(load(Some("[relay]\nlisten_tcp = \"\"\nlisten_quic = \"0.0.0.0:4001\"\n"), &[], &cli).is_ok());
+
+    let check = |f: fn(&mut Config), key: &str, reason: &str| {
+        let mut config = Config::default();
+        f(&mut config);
+        match config.validate() {
+            Err(SensorError::Config { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
+            other => panic!("expected an error for {key}, got {other:?}"),
+        }
+    };
+    check(|c| c.relay.max_reservations = 0, "relay.max_reservations", "must be between 1 and 100000, got 0");
+    check(
+        |c| c.relay.max_circuits_per_peer = 100_001,
+        "relay.max_circuits_per_peer",
+        "must be between 1 and 100000, got 100001",
+    );
+    check(
+        |c| c.relay.max_circuit_duration_secs = 0,
+        "relay.max_circuit_duration_secs",
+        "must be between 1 and 86400, got 0",
+    );
+    check(
+        |c| c.relay.max_circuit_bytes = 1023,
+        "relay.max_circuit_bytes",
+        "must be between 1024 and 1073741824, got 1023",
+    );
+    // Per-peer limits above the totals are allowed (the totals still cap), as the CRD allows.
+    let mut config = Config::default();
+    config.relay.max_reservations = 2;
+    config.relay.external_addresses = multiaddrs(&["/ip6/2001:db8::1/udp/4001/quic-v1", "/dns/relay.example/tcp/1"]);
     assert!(config.validate().is_ok());
 }

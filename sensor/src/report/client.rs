@@ -1,5 +1,6 @@
 //! The I/O side of reporting: a tokio task that, every interval, reads a [`Snapshot`] of the
-//! event database off the async runtime, builds the report and pushes it to the collector.
+//! event database off the async runtime (or, for `sensor relay`, the relay's in-memory state;
+//! see [`Source`]), builds the report and pushes it to the collector.
 //!
 //! Reports are cumulative, so a failed push loses nothing: the next interval sends everything
 //! again. Failures are counted in `sensor_report_pushes_total{result}` and logged at `warn` on the
@@ -11,13 +12,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sensor_report::v1::{PushAck, collector_client::CollectorClient};
+use sensor_report::v1::{PushAck, RelaySummary, collector_client::CollectorClient};
 use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::{Code, transport::Channel, transport::Endpoint};
 
 use super::{
     snapshot::Snapshot,
-    summary::{Origin, agent, build_report},
+    summary::{Origin, agent, build_relay_report, build_report},
 };
 use crate::{
     config::Config,
@@ -42,14 +43,33 @@ pub struct ReporterSettings {
     pub interval: Duration,
     /// Deadline of one push; also bounds the whole final report at shutdown.
     pub timeout: Duration,
-    /// The SQLite file the store writes.
-    pub database: PathBuf,
+    /// What each report summarises.
+    pub source: Source,
     pub origin: Origin,
+}
+
+/// Where the content of a report comes from.
+#[derive(Clone)]
+pub enum Source {
+    /// `sensor listen`: the SQLite file the store writes (a [`Snapshot`] per report).
+    Database(PathBuf),
+    /// `sensor relay`: the relay's in-memory state, read once per report (must not block).
+    Relay(Arc<dyn Fn() -> RelaySummary + Send + Sync>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Database(path) => f.debug_tuple("Database").field(path).finish(),
+            Source::Relay(_) => f.write_str("Relay(..)"),
+        }
+    }
 }
 
 impl ReporterSettings {
     /// From `[report]`; `None` when `report.endpoint` is empty (reporting off). The process start
-    /// (`started_at_unix_ms` of every report) is taken now.
+    /// (`started_at_unix_ms` of every report) is taken now. The source is the event database
+    /// ([`Config::database_path`]); `sensor relay` replaces it with [`Source::Relay`].
     ///
     /// Errors: [`SensorError::Config`] with key `report.endpoint` when the URL is not usable.
     pub fn from_config(config: &Config) -> Result<Option<ReporterSettings>> {
@@ -71,7 +91,7 @@ impl ReporterSettings {
             endpoint,
             interval: Duration::from_millis(r.interval_ms),
             timeout,
-            database: config.database_path(),
+            source: Source::Database(config.database_path()),
             origin: Origin::from_config(config, unix_ms(SystemTime::now())),
         }))
     }
@@ -162,6 +182,12 @@ impl Pusher {
     /// end by then; otherwise the push alone gets `timeout`.
     async fn report(&mut self, deadline: Option<Instant>) {
         let generated_at = unix_ms(SystemTime::now());
+        if let Source::Relay(read) = &self.settings.source {
+            let summary = read();
+            self.sequence += 1;
+            let report = build_relay_report(&self.settings.origin, self.sequence, generated_at, summary);
+            return self.push(report, deadline).await;
+        }
         let snapshot = match deadline {
             None => self.read().await,
             Some(at) => match tokio::time::timeout_at(at, self.read()).await {
@@ -179,8 +205,13 @@ impl Pusher {
         if built.skipped_peer_ids > 0 && self.sequence == 1 {
             tracing::warn!(skipped = built.skipped_peer_ids, "peer ids that are not 16-byte hex left out of reports");
         }
+        self.push(built.report, deadline).await;
+    }
+
+    /// Pushes one built report and counts the outcome.
+    async fn push(&mut self, report: sensor_report::v1::Report, deadline: Option<Instant>) {
         let push_deadline = deadline.unwrap_or_else(|| Instant::now() + self.settings.timeout);
-        let mut request = tonic::Request::new(built.report);
+        let mut request = tonic::Request::new(report);
         request.set_timeout(push_deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout_at(push_deadline, self.client.push(request)).await {
             Ok(Ok(ack)) => self.succeeded(ack.into_inner()),
@@ -195,7 +226,10 @@ impl Pusher {
     /// Reads the snapshot on the blocking pool, reusing the open reader.
     async fn read(&mut self) -> Result<Snapshot> {
         let reader = self.reader.take();
-        let path = self.settings.database.clone();
+        let Source::Database(path) = &self.settings.source else {
+            return Err(SensorError::StorageUnavailable("this reporter has no event database"));
+        };
+        let path = path.clone();
         let read = tokio::task::spawn_blocking(move || {
             let reader = match reader {
                 Some(reader) => reader,

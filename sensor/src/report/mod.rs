@@ -10,6 +10,9 @@
 //! - [`summary`]: snapshot → report (pure).
 //! - [`client`]: the task, its timing, metrics and logging.
 //!
+//! `sensor relay` uses the same task with [`Source::Relay`]: its reports carry a `RelaySummary`
+//! (built by the pure [`build_relay_report`]) read from the relay's memory, and no peer summary.
+//!
 //! The protobuf messages and the sketch live in the `sensor-report` crate, which has no P2P
 //! dependency so the operator can use it.
 
@@ -17,6 +20,6 @@ pub mod client;
 pub mod snapshot;
 pub mod summary;
 
-pub use client::{Reporter, ReporterSettings};
+pub use client::{Reporter, ReporterSettings, Source};
 pub use snapshot::Snapshot;
-pub use summary::{BuiltReport, Origin, build_report};
+pub use summary::{BuiltReport, Origin, build_relay_report, build_report};

@@ -2,8 +2,8 @@
 //! `sensor_report::v1::Report`. No I/O, no clock: the caller passes the sequence number and time.
 
 use sensor_report::{
-    MAX_EXACT_PEER_IDS, MAX_STRING_BYTES, MAX_TOP_USER_AGENTS, PeerIdSketch,
-    v1::{Owner, PeerSummary, Report, UserAgentCount},
+    MAX_EXACT_PEER_IDS, MAX_LIST_ITEMS, MAX_STRING_BYTES, MAX_TOP_USER_AGENTS, PeerIdSketch,
+    v1::{Owner, PeerSummary, RelaySummary, Report, UserAgentCount},
 };
 
 use super::snapshot::Snapshot;
@@ -38,6 +38,37 @@ impl Origin {
             network: config.network,
             started_at_unix_ms,
         }
+    }
+}
+
+/// Builds report number `sequence` of a relay (`sensor relay`) from its in-memory `relay` state.
+/// The peer summary is left out (a relay classifies no Kaspa peers) and `network` is empty. The
+/// address list keeps its order, drops duplicates and addresses longer than [`MAX_STRING_BYTES`]
+/// (a multiaddr cut in half is no address), and is cut to [`MAX_LIST_ITEMS`], so the report passes
+/// the collector's `sensor_report::validate`.
+pub fn build_relay_report(origin: &Origin, sequence: u64, generated_at_unix_ms: i64, relay: RelaySummary) -> Report {
+    let mut listen_addrs: Vec<String> = Vec::with_capacity(relay.listen_addrs.len().min(MAX_LIST_ITEMS));
+    for addr in relay.listen_addrs {
+        if listen_addrs.len() < MAX_LIST_ITEMS && addr.len() <= MAX_STRING_BYTES && !listen_addrs.contains(&addr) {
+            listen_addrs.push(addr);
+        }
+    }
+    Report {
+        owner: Some(origin.owner.clone()),
+        sender: origin.sender.clone(),
+        sensor_id: origin.sensor_id.clone(),
+        network: String::new(),
+        started_at_unix_ms: origin.started_at_unix_ms,
+        sequence,
+        generated_at_unix_ms,
+        peers: None,
+        relay: Some(RelaySummary {
+            peer_id: truncate(&relay.peer_id, MAX_STRING_BYTES).to_owned(),
+            listen_addrs,
+            ..relay
+        }),
+        hole_punch: None,
+        agent: agent(),
     }
 }
 
@@ -261,6 +292,35 @@ mod tests {
         assert_eq!(uas[19].user_agent, "/ua-09/");
         assert!(uas.windows(2).all(|w| w[0].peers >= w[1].peers));
         validate(&built.report).expect("within the collector's bounds");
+    }
+
+    #[test]
+    fn relay_reports_carry_the_relay_summary_and_pass_validation() {
+        let mut origin = origin();
+        origin.owner.kind = sensor_report::OWNER_RELAY_NODE.into();
+        let mut addrs: Vec<String> = (0..40).map(|i| format!("/ip4/10.0.0.{i}/tcp/4001")).collect();
+        addrs.insert(1, addrs[0].clone());
+        addrs.insert(2, format!("/dns4/{}/tcp/1", "x".repeat(600)));
+        let relay = RelaySummary {
+            peer_id: "12D3KooWExample".into(),
+            listen_addrs: addrs,
+            reservations_active: 2,
+            circuits_active: 1,
+            reservations_accepted_total: 5,
+            circuits_total: 3,
+        };
+        let report = build_relay_report(&origin, 4, 1_700_000_000_500, relay);
+        assert!(validate(&report).is_ok());
+        assert_eq!((report.sequence, report.network.as_str(), report.peers.is_none()), (4, "", true));
+        let r = report.relay.unwrap();
+        assert_eq!(r.peer_id, "12D3KooWExample");
+        assert_eq!(r.listen_addrs.len(), MAX_LIST_ITEMS);
+        assert_eq!(r.listen_addrs[..2], ["/ip4/10.0.0.0/tcp/4001", "/ip4/10.0.0.1/tcp/4001"], "dedup, order kept");
+        assert!(r.listen_addrs.iter().all(|a| a.len() <= MAX_STRING_BYTES));
+        assert_eq!(
+            (r.reservations_active, r.circuits_active, r.reservations_accepted_total, r.circuits_total),
+            (2, 1, 5, 3)
+        );
     }
 
     #[test]
