@@ -4,5 +4,6 @@
 
 pub mod http;
 pub mod kaspad;
+pub mod natlab;
 pub mod netns;
 pub mod process;

@@ -14,6 +14,11 @@
 //! …`), so only the root leg has a name in the root namespace (`sl<pid>r<n>`, ≤ 12 chars).
 //! Everything — processes in the namespaces, the namespaces, the root leg — is removed on drop,
 //! which also runs when the test panics.
+//!
+//! [`Lab::isolated`] builds the same segment without the root leg: nothing in the root namespace,
+//! so no lock, and any number of isolated labs run side by side (sensor/tests/support/natlab.rs).
+//! NAT routers load their nft rules from `scripts/natlab.sh rules TYPE` ([`nat_ruleset`]), the
+//! one place the NAT types are written down.
 
 use std::fs::File;
 use std::io::Write;
@@ -107,11 +112,13 @@ pub struct NatSite {
 }
 
 pub struct Lab {
-    _guard: MutexGuard<'static, ()>,
-    _lock: File,
+    /// Held by labs with a root leg (one per process / machine); `None` for isolated labs.
+    _guard: Option<MutexGuard<'static, ()>>,
+    _lock: Option<File>,
     id: String,
     bridge_ns: String,
-    root_link: String,
+    /// The root namespace's leg (`sl<pid>r<n>`), `None` for isolated labs.
+    root_link: Option<String>,
     /// Created namespaces, bridge first; removed in reverse order.
     namespaces: Vec<String>,
     next_port: u32,
@@ -119,13 +126,28 @@ pub struct Lab {
 
 impl Lab {
     /// Creates the public segment and connects the root namespace to it at 198.51.100.1/24.
+    /// Waits (up to 10 min) while another lab with a root leg exists on this machine.
     pub fn new() -> Result<Self, String> {
+        Self::build(true)
+    }
+
+    /// Creates the public segment 198.51.100.0/24 with no leg in the root namespace: reach its
+    /// hosts from inside ([`in_ns`], [`Host::command`]). Needs no lock; runs beside other labs.
+    pub fn isolated() -> Result<Self, String> {
+        Self::build(false)
+    }
+
+    fn build(root_leg: bool) -> Result<Self, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("the lab needs root (ip netns, nft)".into());
         }
-        let guard = LAB_MUTEX.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lock = machine_lock()?;
+        let (guard, lock) = if root_leg {
+            let guard = LAB_MUTEX.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            (Some(guard), Some(machine_lock()?))
+        } else {
+            (None, None)
+        };
         cleanup_stale_labs();
         let pid = std::process::id();
         let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -134,23 +156,29 @@ impl Lab {
             _guard: guard,
             _lock: lock,
             bridge_ns: format!("{id}-segment"),
-            root_link: format!("sl{pid}r{n}"),
+            root_link: None,
             id,
             namespaces: Vec::new(),
             next_port: 0,
         };
-        debug_assert!(lab.root_link.len() <= 15);
         lab.add_ns(&lab.bridge_ns.clone())?;
         let br = lab.bridge_ns.clone();
         ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        if !root_leg {
+            eprintln!("[lab] {}: public segment 198.51.100.0/24 in {br} (isolated, no root leg)", lab.id);
+            return Ok(lab);
+        }
         // Root leg: the root end keeps a unique name, the bridge end is a bridge port.
+        let root_link = format!("sl{pid}r{n}");
+        debug_assert!(root_link.len() <= 15);
         let port = lab.next_port_name();
-        ip(&["link", "add", &lab.root_link, "type", "veth", "peer", "name", &port, "netns", &br])?;
+        ip(&["link", "add", &root_link, "type", "veth", "peer", "name", &port, "netns", &br])?;
+        lab.root_link = Some(root_link.clone());
         ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
-        ip(&["addr", "add", &format!("{ROOT_IP}/24"), "dev", &lab.root_link])?;
-        ip(&["link", "set", &lab.root_link, "up"])?;
-        eprintln!("[lab] {}: public segment 198.51.100.0/24 in {br}, root at {ROOT_IP} via {}", lab.id, lab.root_link);
+        ip(&["addr", "add", &format!("{ROOT_IP}/24"), "dev", &root_link])?;
+        ip(&["link", "set", &root_link, "up"])?;
+        eprintln!("[lab] {}: public segment 198.51.100.0/24 in {br}, root at {ROOT_IP} via {root_link}", lab.id);
         Ok(lab)
     }
 
@@ -175,6 +203,18 @@ impl Lab {
     /// (port-restricted cone) and silently drops every new inbound connection on its WAN leg,
     /// both to itself and forwarded, as home routers do.
     pub fn add_nat_site(&mut self, name: &str, wan_ip: Ipv4Addr, lan: u8) -> Result<NatSite, String> {
+        self.add_nat_site_with(name, wan_ip, lan, &nat_ruleset("restricted")?)
+    }
+
+    /// [`Lab::add_nat_site`] with the router's nft `ruleset` (its legs are `wan` and `lan`),
+    /// e.g. [`nat_ruleset`] of another NAT type.
+    pub fn add_nat_site_with(
+        &mut self,
+        name: &str,
+        wan_ip: Ipv4Addr,
+        lan: u8,
+        ruleset: &str,
+    ) -> Result<NatSite, String> {
         check_public(wan_ip)?;
         let rns = format!("{}-{name}", self.id);
         let hns = format!("{}-{name}-in", self.id);
@@ -195,24 +235,6 @@ impl Lab {
 
         // Forwarding is per namespace; /proc/sys/net inside `ip netns exec` is the router's.
         run("ip", &["netns", "exec", &rns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
-        let ruleset = r#"
-table ip lab_nat {
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "wan" masquerade
-    }
-}
-table inet lab_filter {
-    chain input {
-        type filter hook input priority filter; policy accept;
-        iifname "wan" ct state new drop
-    }
-    chain forward {
-        type filter hook forward priority filter; policy accept;
-        iifname "wan" ct state new drop
-    }
-}
-"#;
         run_with_stdin("ip", &["netns", "exec", &rns, "nft", "-f", "-"], Some(ruleset))?;
         eprintln!("[lab] NAT router {rns}: wan {wan_ip}, lan {router_lan}/24; private host {hns}: {host_ip}");
         Ok(NatSite { router: Host { ns: rns, ip: wan_ip }, host: Host { ns: hns, ip: host_ip } })
@@ -276,7 +298,9 @@ impl Drop for Lab {
         }
         // Deleting the bridge namespace destroyed the root leg's peer, and with it the leg;
         // delete it explicitly in case it survived.
-        let _ = ip(&["link", "del", &self.root_link]);
+        if let Some(link) = &self.root_link {
+            let _ = ip(&["link", "del", link]);
+        }
         let left: Vec<String> = list_netns().into_iter().filter(|n| n.starts_with(&format!("{}-", self.id))).collect();
         if left.is_empty() {
             eprintln!("[lab] {}: removed {} namespaces", self.id, self.namespaces.len());
@@ -330,6 +354,16 @@ pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, Strin
             .map_err(|_| format!("thread in {ns} panicked"))?
     })
 }
+
+/// The nft ruleset of a NAT router of type `nat_type` (`full-cone`, `restricted`, `symmetric`):
+/// the output of `scripts/natlab.sh rules TYPE`, so tests and the hand-run lab share one copy.
+/// Errors: bash missing, or an unknown type (the script's message).
+pub fn nat_ruleset(nat_type: &str) -> Result<String, String> {
+    run("bash", &[NATLAB_SCRIPT, "rules", nat_type])
+}
+
+/// `scripts/natlab.sh` of this checkout.
+pub const NATLAB_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/natlab.sh");
 
 fn check_public(addr: Ipv4Addr) -> Result<(), String> {
     let o = addr.octets();
