@@ -8,8 +8,8 @@
 //! `network` → `SENSOR_NETWORK`, `listen.max_peers_per_ip` → `SENSOR_LISTEN_MAX_PEERS_PER_IP`,
 //! `sensor_id` → `SENSOR_SENSOR_ID`. The mapping is built from the list of known keys. Values are
 //! parsed by the key's type: booleans `true`/`false`/`1`/`0`, integers in decimal, lists as
-//! comma-separated items (`relay.external_addresses`; `""` = empty), everything else as a string
-//! (`""` unsets the optional addresses and paths).
+//! comma-separated items (`relay.external_addresses`, `punch.targets`, `punch.listen`; `""` =
+//! empty), everything else as a string (`""` unsets the optional addresses and paths).
 //!
 //! Errors: an unreadable or syntactically invalid file is [`SensorError::ConfigFile`]; an unknown
 //! key, a wrong type or an out-of-range value is [`SensorError::Config`] whose `key` is the dotted
@@ -25,7 +25,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libp2p::{Multiaddr, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeSeq};
 
 use crate::{
@@ -54,6 +54,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub report: ReportConfig,
     pub relay: RelayConfig,
+    pub punch: PunchConfig,
 }
 
 /// `[listen]`: the inbound P2P listener and its admission limits.
@@ -155,45 +156,6 @@ pub struct ReportConfig {
     pub sender: String,
 }
 
-/// `[relay]`: `sensor relay`, the libp2p circuit relay v2 server (with identify, ping and an
-/// AutoNAT v1 server). The limits default to rust-libp2p's `relay::Config` defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RelayConfig {
-    /// TCP listen address (`SENSOR_RELAY_LISTEN_TCP`); `None`/`""` = no TCP listener. Default
-    /// `0.0.0.0:4001`.
-    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
-    pub listen_tcp: Option<SocketAddr>,
-    /// QUIC v1 (UDP) listen address (`SENSOR_RELAY_LISTEN_QUIC`); `None`/`""` (default) = no QUIC.
-    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
-    pub listen_quic: Option<SocketAddr>,
-    /// Multiaddrs the relay is reachable at, told to clients in reservations
-    /// (`SENSOR_RELAY_EXTERNAL_ADDRESSES`, comma-separated). Without one the relay refuses every
-    /// reservation (rust-libp2p relay 0.22 needs a confirmed external address). Default none.
-    #[serde(serialize_with = "ser_multiaddrs", deserialize_with = "de_multiaddrs")]
-    pub external_addresses: Vec<Multiaddr>,
-    /// The protobuf-encoded libp2p keypair (`SENSOR_RELAY_IDENTITY_FILE`); `None`/`""` =
-    /// `<data_dir>/relay_identity.key`, see [`Config::relay_identity_file`]. Created (Ed25519,
-    /// mode 0600) when absent.
-    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
-    pub identity_file: Option<PathBuf>,
-    /// Reservations held at once, 1..=100000. Default 128.
-    pub max_reservations: usize,
-    /// Reservations of one peer at once, 1..=100000. Default 4.
-    pub max_reservations_per_peer: usize,
-    /// Circuits relayed at once, 1..=100000. Default 16.
-    pub max_circuits: usize,
-    /// Circuits of one peer at once, 1..=100000. Default 4.
-    pub max_circuits_per_peer: usize,
-    /// Lifetime of a circuit, seconds, 1..=86400. Default 120.
-    pub max_circuit_duration_secs: u64,
-    /// Bytes relayed per circuit, 1024..=1073741824. Default 131072 (128 KiB).
-    pub max_circuit_bytes: u64,
-    /// Lab mode: the AutoNAT server also answers clients observed at private, loopback or
-    /// documentation addresses (rust-libp2p `only_global_ips = false`). Default false.
-    pub allow_private_targets: bool,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -206,24 +168,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             report: ReportConfig::default(),
             relay: RelayConfig::default(),
-        }
-    }
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            listen_tcp: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4001))),
-            listen_quic: None,
-            external_addresses: Vec::new(),
-            identity_file: None,
-            max_reservations: 128,
-            max_reservations_per_peer: 4,
-            max_circuits: 16,
-            max_circuits_per_peer: 4,
-            max_circuit_duration_secs: 120,
-            max_circuit_bytes: 128 * 1024,
-            allow_private_targets: false,
+            punch: PunchConfig::default(),
         }
     }
 }
@@ -303,42 +248,18 @@ pub struct CliOverrides {
     pub relay_identity_file: Option<PathBuf>,
     /// `sensor relay --allow-private-targets`.
     pub relay_allow_private_targets: Option<bool>,
-}
-
-/// The relay's listeners as given on the command line; `None` = that transport is off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RelayListen {
-    pub tcp: Option<SocketAddr>,
-    pub quic: Option<SocketAddr>,
-}
-
-impl RelayListen {
-    /// From `--listen` multiaddrs: each is `/ip4|ip6/ADDR/tcp/PORT` or
-    /// `/ip4|ip6/ADDR/udp/PORT/quic-v1`, at most one of each transport.
-    ///
-    /// Errors: [`SensorError::Config`] with key `--listen` naming the offending address.
-    pub fn from_multiaddrs(addrs: &[Multiaddr]) -> Result<RelayListen> {
-        let mut listen = RelayListen::default();
-        for addr in addrs {
-            let bad = |reason: &str| config_err("--listen", format!("{addr}: {reason}"));
-            let protocols: Vec<Protocol<'_>> = addr.iter().collect();
-            let (ip, rest) = match protocols.split_first() {
-                Some((Protocol::Ip4(ip), rest)) => (std::net::IpAddr::V4(*ip), rest),
-                Some((Protocol::Ip6(ip), rest)) => (std::net::IpAddr::V6(*ip), rest),
-                _ => return Err(bad("must start with /ip4/ADDR or /ip6/ADDR")),
-            };
-            let (slot, port) = match rest {
-                [Protocol::Tcp(port)] => (&mut listen.tcp, *port),
-                [Protocol::Udp(port), Protocol::QuicV1] => (&mut listen.quic, *port),
-                _ => return Err(bad("must be /ip4|ip6/ADDR/tcp/PORT or /ip4|ip6/ADDR/udp/PORT/quic-v1")),
-            };
-            if slot.is_some() {
-                return Err(bad("only one TCP and one QUIC listen address are supported"));
-            }
-            *slot = Some(SocketAddr::new(ip, port));
-        }
-        Ok(listen)
-    }
+    /// `sensor punch --relay`.
+    pub punch_relay: Option<Multiaddr>,
+    /// `sensor punch --target`: replaces `punch.targets`.
+    pub punch_targets: Option<Vec<PeerId>>,
+    /// `sensor punch --attempts`.
+    pub punch_attempts: Option<u32>,
+    /// `sensor punch --timeout-secs`.
+    pub punch_timeout_secs: Option<u64>,
+    /// `sensor punch --identity`.
+    pub punch_identity_file: Option<PathBuf>,
+    /// `sensor punch --listen`: replaces `punch.listen`.
+    pub punch_listen: Option<Vec<Multiaddr>>,
 }
 
 /// How an environment value is turned into a TOML value.
@@ -398,6 +319,13 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("relay.max_circuit_duration_secs", Kind::Int, "sensor relay: lifetime of one circuit, seconds; 1..=86400"),
     ("relay.max_circuit_bytes", Kind::Int, "sensor relay: bytes relayed per circuit at most; 1024..=1073741824"),
     ("relay.allow_private_targets", Kind::Bool, "sensor relay lab mode: AutoNAT also serves clients at private/loopback/documentation IPs; true or false"),
+    ("punch.relay", Kind::Str, "sensor punch: the relay, /ip4|ip6/IP/tcp/PORT/p2p/ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID; \"\" = none (sensor punch needs one)"),
+    ("punch.targets", Kind::List, "sensor punch: PeerIds to hole-punch to through the relay; none = only hold a reservation; the environment variable is a comma-separated list"),
+    ("punch.attempts", Kind::Int, "sensor punch: attempts per target; 1..=1000"),
+    ("punch.timeout_secs", Kind::Int, "sensor punch: with targets, the bound of one attempt (0 = 30); without, how long the reservation is held (0 = until SIGTERM), seconds; 0..=86400"),
+    ("punch.relay_node", Kind::Str, "sensor punch: name of the RelayNode the relay belongs to, carried in reports; \"\" = not attributed"),
+    ("punch.identity_file", Kind::Str, "sensor punch: protobuf-encoded libp2p keypair; created (Ed25519, mode 0600) when absent; \"\" = <data_dir>/punch_identity.key"),
+    ("punch.listen", Kind::List, "sensor punch: local listen multiaddrs (/ip4|ip6/IP/tcp/PORT, .../udp/PORT/quic-v1), at least one; hole-punch dials reuse their ports; the environment variable is a comma-separated list"),
 ];
 
 /// The environment variable of a dotted key: `listen.address` → `SENSOR_LISTEN_ADDRESS`.
@@ -542,7 +470,8 @@ impl Config {
             return Err(config_err("storage.queue_capacity", reason));
         }
         self.report.validate(range::<u64>)?;
-        self.relay.validate(range::<u64>)
+        self.relay.validate(range::<u64>)?;
+        self.punch.validate(range::<u64>)
     }
 
     /// A commented `sensor.toml`: every key with its default value, preceded by a one-line
@@ -584,6 +513,12 @@ impl Config {
     /// The relay's keypair file: `relay.identity_file`, or `<data_dir>/relay_identity.key`.
     pub fn relay_identity_file(&self) -> PathBuf {
         self.relay.identity_file.clone().unwrap_or_else(|| self.data_dir.join("relay_identity.key"))
+    }
+
+    /// The hole-punch client's keypair file: `punch.identity_file`, or
+    /// `<data_dir>/punch_identity.key`.
+    pub fn punch_identity_file(&self) -> PathBuf {
+        self.punch.identity_file.clone().unwrap_or_else(|| self.data_dir.join("punch_identity.key"))
     }
 
     /// The sender name of reports: `report.sender`, or [`Config::sensor_id`].
@@ -647,48 +582,6 @@ impl ReportConfig {
     }
 }
 
-impl RelayConfig {
-    /// The limits' ranges (those of the RelayNode CRD), at least one listener, and the shape of
-    /// every external address.
-    fn validate(&self, range: RangeCheck) -> Result<()> {
-        let count = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
-        range("relay.max_reservations", count(self.max_reservations), 1, Some(100_000))?;
-        range("relay.max_reservations_per_peer", count(self.max_reservations_per_peer), 1, Some(100_000))?;
-        range("relay.max_circuits", count(self.max_circuits), 1, Some(100_000))?;
-        range("relay.max_circuits_per_peer", count(self.max_circuits_per_peer), 1, Some(100_000))?;
-        range("relay.max_circuit_duration_secs", self.max_circuit_duration_secs, 1, Some(86_400))?;
-        range("relay.max_circuit_bytes", self.max_circuit_bytes, 1024, Some(1 << 30))?;
-        if self.listen_tcp.is_none() && self.listen_quic.is_none() {
-            return Err(config_err("relay.listen_tcp", "relay.listen_tcp and relay.listen_quic are both empty"));
-        }
-        for addr in &self.external_addresses {
-            check_external_address(addr)
-                .map_err(|reason| config_err("relay.external_addresses", format!("{:?} {reason}", addr.to_string())))?;
-        }
-        Ok(())
-    }
-}
-
-/// An external address is a dialable multiaddr of a transport the relay serves:
-/// `/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT` or `…/udp/PORT/quic-v1`, optionally ending in
-/// `/p2p/<the relay's own PeerId>` (checked at start-up, when the key is known).
-pub fn check_external_address(addr: &Multiaddr) -> std::result::Result<(), &'static str> {
-    let mut protocols: Vec<Protocol<'_>> = addr.iter().collect();
-    if matches!(protocols.last(), Some(Protocol::P2p(_))) {
-        protocols.pop();
-    }
-    let host = matches!(
-        protocols.first(),
-        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
-    );
-    let transport = matches!(protocols.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
-    if host && transport {
-        Ok(())
-    } else {
-        Err("must be /ip4|ip6|dns*/HOST/tcp/PORT or /ip4|ip6|dns*/HOST/udp/PORT/quic-v1 (optionally + /p2p/PEER_ID)")
-    }
-}
-
 impl CliOverrides {
     fn apply(&self, config: &mut Config) {
         if let Some(network) = self.network {
@@ -722,6 +615,24 @@ impl CliOverrides {
         if let Some(allow) = self.relay_allow_private_targets {
             config.relay.allow_private_targets = allow;
         }
+        if let Some(relay) = &self.punch_relay {
+            config.punch.relay = Some(relay.clone());
+        }
+        if let Some(targets) = &self.punch_targets {
+            config.punch.targets = targets.clone();
+        }
+        if let Some(attempts) = self.punch_attempts {
+            config.punch.attempts = attempts;
+        }
+        if let Some(secs) = self.punch_timeout_secs {
+            config.punch.timeout_secs = secs;
+        }
+        if let Some(file) = &self.punch_identity_file {
+            config.punch.identity_file = Some(file.clone());
+        }
+        if let Some(listen) = &self.punch_listen {
+            config.punch.listen = listen.clone();
+        }
     }
 }
 
@@ -750,27 +661,16 @@ fn de_opt_addr<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<So
     if text.trim().is_empty() { Ok(None) } else { parse_addr(&text).map(Some) }
 }
 
-fn ser_multiaddrs<S: Serializer>(value: &[Multiaddr], s: S) -> std::result::Result<S::Ok, S::Error> {
-    let mut seq = s.serialize_seq(Some(value.len()))?;
-    for addr in value {
-        seq.serialize_element(&addr.to_string())?;
-    }
-    seq.end()
-}
-
-fn de_multiaddrs<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Multiaddr>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|text| {
-            text.trim().parse().map_err(|e| serde::de::Error::custom(format!("invalid multiaddr {text:?}: {e}")))
-        })
-        .collect()
-}
-
 fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<PathBuf>, D::Error> {
     let text = String::deserialize(d)?;
     Ok(if text.is_empty() { None } else { Some(PathBuf::from(text)) })
 }
+
+mod p2p;
+
+pub use p2p::{
+    DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RelayConfig, RelayListen, check_external_address, check_punch_relay,
+};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use sensor::{
     config::{CliOverrides, Config, RelayListen},
     kaspa::network::Network,
@@ -36,6 +36,10 @@ enum Command {
     /// Run a libp2p circuit relay v2 server (+ identify, ping, AutoNAT v1 server) on TCP and
     /// QUIC v1 for the sensors' hole punching.
     Relay(RelayArgs),
+    /// Hole-punch through a relay (DCUtR): reserve a slot on it and, for each --target, dial
+    /// the target through the relay and record whether a direct connection came up. Without
+    /// --target, only hold the reservation so others can punch to this peer.
+    Punch(PunchArgs),
 }
 
 /// Flags override environment variables (`SENSOR_…`), which override the file, which overrides
@@ -108,6 +112,64 @@ struct RelayArgs {
     allow_private_targets: bool,
 }
 
+/// `sensor punch`. Flags override environment variables (`SENSOR_PUNCH_…`), which override the
+/// `[punch]` section of the file, which overrides the defaults. Exits 0 after its attempts
+/// whatever their outcome; non-zero only for usage and set-up errors.
+#[derive(Debug, Args)]
+struct PunchArgs {
+    /// TOML configuration file (see `sensor config`, section [punch]).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The relay: /ip4|ip6/IP/tcp/PORT/p2p/RELAY_ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/RELAY_ID.
+    #[arg(long, value_name = "MULTIADDR")]
+    relay: Option<Multiaddr>,
+    /// PeerIds to punch to through the relay (replacing punch.targets); none = only hold the
+    /// reservation until SIGTERM or --timeout-secs.
+    #[arg(long, value_name = "PEER_ID", num_args = 1.., action = clap::ArgAction::Append)]
+    target: Vec<PeerId>,
+    /// Protobuf-encoded libp2p keypair; created (Ed25519, mode 0600) when absent
+    /// [default: <data dir>/punch_identity.key].
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Local listen multiaddrs (hole-punch dials reuse their ports), replacing punch.listen
+    /// [default: /ip4/0.0.0.0/tcp/0 /ip4/0.0.0.0/udp/0/quic-v1].
+    #[arg(long, value_name = "MULTIADDR", num_args = 1.., action = clap::ArgAction::Append)]
+    listen: Vec<Multiaddr>,
+    /// Print one JSON object per attempt on stdout (without --target: one per reservation
+    /// address, with this peer's PeerId).
+    #[arg(long)]
+    json: bool,
+    /// Attempts per target [default: 1].
+    #[arg(long, value_name = "N")]
+    attempts: Option<u32>,
+    /// With --target: the bound of one attempt [default: 30]; without: how long the reservation
+    /// is held [default: until SIGTERM].
+    #[arg(long, value_name = "S")]
+    timeout_secs: Option<u64>,
+    /// Directory for the identity and the SQLite store [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:9102].
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl PunchArgs {
+    fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            data_dir: self.data_dir.clone(),
+            metrics_listen: self.metrics_listen,
+            punch_relay: self.relay.clone(),
+            punch_targets: (!self.target.is_empty()).then(|| self.target.clone()),
+            punch_attempts: self.attempts,
+            punch_timeout_secs: self.timeout_secs,
+            punch_identity_file: self.identity.clone(),
+            punch_listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            ..CliOverrides::default()
+        }
+    }
+}
+
 impl RelayArgs {
     fn overrides(&self) -> sensor::Result<CliOverrides> {
         let listen = if self.listen.is_empty() { None } else { Some(RelayListen::from_multiaddrs(&self.listen)?) };
@@ -169,6 +231,7 @@ fn run(cli: Cli) -> sensor::Result<()> {
         }
         Some(Command::Listen(args)) => listen(args),
         Some(Command::Relay(args)) => relay(args),
+        Some(Command::Punch(args)) => punch(args),
         None => listen(cli.listen),
     }
 }
@@ -189,6 +252,16 @@ fn relay(args: RelayArgs) -> sensor::Result<()> {
         .build()
         .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
     runtime.block_on(sensor::p2p::relay::run(config))
+}
+
+fn punch(args: PunchArgs) -> sensor::Result<()> {
+    let config = load_config(args.config.as_deref(), &args.overrides())?;
+    let output = if args.json { sensor::p2p::punch::Output::Json } else { sensor::p2p::punch::Output::Text };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
+    runtime.block_on(sensor::p2p::punch::run(config, output))
 }
 
 fn main() -> ExitCode {

@@ -5,6 +5,8 @@
 //! counts otherwise. No label carries a peer address or id (bounded cardinality): labels are
 //! closed enums (`direction`, `result`, `reason`, `classification`, `kind`).
 
+use std::time::Duration;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -86,7 +88,7 @@ pub struct Metrics {
     pub probes_in_flight: Gauge,
     /// `sensor_verdict_cache_hits_total`.
     pub verdict_cache_hits: Counter,
-    /// `sensor_storage_events_total`: events committed to SQLite.
+    /// `sensor_storage_events_total`: events (and `sensor punch` attempts) committed to SQLite.
     pub storage_events: Counter,
     /// `sensor_storage_errors_total{kind}`: failed write batches (`full`, `locked`, `io`, `other`)
     /// and events refused because the writer queue was full (`queue_full`).
@@ -230,6 +232,56 @@ impl Metrics {
             Classification::Private => self.peers_classified_private.inc(),
             Classification::Unknown => 0,
         };
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PunchLabels {
+    /// `tcp` | `quic`: the direct connection's transport, else the relay address's.
+    pub transport: &'static str,
+    /// `success` | `failed` | `no_relay_connection` | `cancelled` | `timeout`.
+    pub outcome: &'static str,
+}
+
+/// `sensor punch`'s metrics (registered only by that subcommand, next to [`Metrics`]); cheap
+/// handles that share state.
+#[derive(Debug, Clone)]
+pub struct PunchMetrics {
+    /// `sensor_punch_attempts_total{transport,outcome}`: hole-punch attempts finished.
+    pub attempts: Family<PunchLabels, Counter>,
+    /// `sensor_punch_time_to_direct_seconds`: relayed connection established → direct connection
+    /// established, of successful attempts. Bucket bounds are the report's
+    /// `sensor_report::TIME_TO_DIRECT_BOUNDS_MS` in seconds.
+    pub time_to_direct_seconds: Histogram,
+}
+
+impl PunchMetrics {
+    /// Registers the metrics under `registry` as `sensor_punch_*`, with every
+    /// `transport` × `outcome` label pair pre-created.
+    pub fn register(registry: &mut Registry, transports: &[&'static str], outcomes: &[&'static str]) -> PunchMetrics {
+        let bounds = sensor_report::TIME_TO_DIRECT_BOUNDS_MS.map(|ms| ms as f64 / 1000.0);
+        let m = PunchMetrics { attempts: Family::default(), time_to_direct_seconds: Histogram::new(bounds) };
+        let r = registry.sub_registry_with_prefix("sensor_punch");
+        r.register("attempts", "Hole-punch attempts finished, by transport and outcome", m.attempts.clone());
+        r.register(
+            "time_to_direct_seconds",
+            "Relayed connection established to direct connection established, successful attempts",
+            m.time_to_direct_seconds.clone(),
+        );
+        for &transport in transports {
+            for &outcome in outcomes {
+                let _ = m.attempts.get_or_create(&PunchLabels { transport, outcome });
+            }
+        }
+        m
+    }
+
+    /// Counts one finished attempt (and its time to direct, for a success).
+    pub fn attempt(&self, transport: &'static str, outcome: &'static str, time_to_direct: Option<Duration>) {
+        self.attempts.get_or_create(&PunchLabels { transport, outcome }).inc();
+        if let Some(d) = time_to_direct {
+            self.time_to_direct_seconds.observe(d.as_secs_f64());
+        }
     }
 }
 

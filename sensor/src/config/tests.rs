@@ -502,3 +502,117 @@ fn relay_errors_name_their_key() {
     config.relay.external_addresses = multiaddrs(&["/ip6/2001:db8::1/udp/4001/quic-v1", "/dns/relay.example/tcp/1"]);
     assert!(config.validate().is_ok());
 }
+
+#[test]
+fn punch_defaults_and_default_toml() {
+    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
+    let p = &config.punch;
+    assert_eq!(p, &PunchConfig::default());
+    assert_eq!((p.relay.as_ref(), p.targets.len(), p.attempts, p.timeout_secs), (None, 0, 1, 0));
+    assert_eq!(p.listen, multiaddrs(&["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]));
+    assert_eq!(config.punch_identity_file(), PathBuf::from("./data/punch_identity.key"));
+    let text = Config::default_toml();
+    assert!(text.contains("\n[punch]\n"), "{text}");
+    assert!(text.contains("\nrelay = \"\"\n") && text.contains("\ntargets = []\n"), "{text}");
+    assert!(text.contains("\nlisten = [\"/ip4/0.0.0.0/tcp/0\", \"/ip4/0.0.0.0/udp/0/quic-v1\"]\n"), "{text}");
+    for var in ["SENSOR_PUNCH_RELAY", "SENSOR_PUNCH_TARGETS", "SENSOR_PUNCH_RELAY_NODE", "SENSOR_PUNCH_TIMEOUT_SECS"] {
+        assert!(text.contains(var), "{var} missing");
+    }
+}
+
+#[test]
+fn punch_reads_file_env_and_flags() {
+    let relay = "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    let a = "12D3KooWGzBvSDHfU6K2Hxe5G2dCNwPwFCkRvHGX3dBXcgV6pxtL";
+    let b = "12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X";
+    let file = format!(
+        "[punch]\nrelay = \"{relay}\"\ntargets = [\"{a}\"]\nattempts = 5\ntimeout_secs = 20\n\
+         relay_node = \"edge\"\nidentity_file = \"/keys/punch.key\"\nlisten = [\"/ip4/10.0.0.2/tcp/4002\"]\n"
+    );
+    let (config, warnings) = load(Some(&file), &[], &CliOverrides::default()).unwrap();
+    assert!(warnings.is_empty());
+    let p = &config.punch;
+    assert_eq!(p.relay, Some(relay.parse().unwrap()));
+    assert_eq!(p.relay_peer_id().unwrap().to_base58(), "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN");
+    assert_eq!(p.targets, vec![a.parse::<PeerId>().unwrap()]);
+    assert_eq!((p.attempts, p.timeout_secs, p.relay_node.as_str()), (5, 20, "edge"));
+    assert_eq!(config.punch_identity_file(), PathBuf::from("/keys/punch.key"));
+    assert_eq!(p.listen, multiaddrs(&["/ip4/10.0.0.2/tcp/4002"]));
+
+    let vars = [
+        ("SENSOR_PUNCH_TARGETS", format!("{a}, {b}")),
+        ("SENSOR_PUNCH_ATTEMPTS", "2".into()),
+        ("SENSOR_PUNCH_RELAY_NODE", "other".into()),
+        ("SENSOR_PUNCH_LISTEN", "/ip4/0.0.0.0/udp/0/quic-v1".into()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (config, _) = load(Some(&file), &vars, &CliOverrides::default()).unwrap();
+    let p = &config.punch;
+    assert_eq!(p.targets.len(), 2);
+    assert_eq!((p.attempts, p.relay_node.as_str()), (2, "other"));
+    assert_eq!(p.listen, multiaddrs(&["/ip4/0.0.0.0/udp/0/quic-v1"]));
+
+    let quic_relay: Multiaddr =
+        "/ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".parse().unwrap();
+    let cli = CliOverrides {
+        punch_relay: Some(quic_relay.clone()),
+        punch_targets: Some(vec![b.parse().unwrap()]),
+        punch_attempts: Some(9),
+        punch_timeout_secs: Some(3),
+        punch_identity_file: Some("/tmp/p.key".into()),
+        punch_listen: Some(multiaddrs(&["/ip4/127.0.0.1/tcp/0"])),
+        ..CliOverrides::default()
+    };
+    let (config, _) = load(Some(&file), &vars, &cli).unwrap();
+    let p = &config.punch;
+    assert_eq!(p.relay, Some(quic_relay));
+    assert_eq!(p.targets, vec![b.parse::<PeerId>().unwrap()]);
+    assert_eq!((p.attempts, p.timeout_secs), (9, 3));
+    assert_eq!(config.punch_identity_file(), PathBuf::from("/tmp/p.key"));
+    assert_eq!(p.listen, multiaddrs(&["/ip4/127.0.0.1/tcp/0"]));
+}
+
+#[test]
+fn punch_errors_name_their_key() {
+    let cli = CliOverrides::default();
+    let (key, reason) = err_key(load(None, &[("SENSOR_PUNCH_TARGETS", "not-a-peer-id")], &cli));
+    assert_eq!(key, "SENSOR_PUNCH_TARGETS");
+    assert!(reason.contains("invalid PeerId \"not-a-peer-id\""), "{reason}");
+    let (key, reason) = err_key(load(Some("[punch]\nrelay = \"nonsense\"\n"), &[], &cli));
+    assert_eq!(key, "punch.relay");
+    assert!(reason.contains("invalid multiaddr"), "{reason}");
+    let (key, reason) = err_key(load(Some("[punch]\nrelay = \"/ip4/127.0.0.1/tcp/4001\"\n"), &[], &cli));
+    assert_eq!(key, "punch.relay");
+    assert!(reason.contains("must end in /p2p/"), "{reason}");
+    let id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    for bad in
+        [format!("/dns4/relay.example/tcp/4001/p2p/{id}"), format!("/ip4/1.2.3.4/tcp/1/p2p/{id}/p2p-circuit/p2p/{id}")]
+    {
+        let (key, reason) = err_key(load(Some(&format!("[punch]\nrelay = \"{bad}\"\n")), &[], &cli));
+        assert_eq!(key, "punch.relay", "{bad}");
+        assert!(reason.contains(&bad), "{reason}");
+    }
+    let (key, reason) = err_key(load(Some("[punch]\nlisten = []\n"), &[], &cli));
+    assert_eq!(key, "punch.listen");
+    assert!(reason.contains("at least one"), "{reason}");
+    let (key, _) = err_key(load(Some("[punch]\nlisten = [\"/ip4/127.0.0.1/udp/1\"]\n"), &[], &cli));
+    assert_eq!(key, "punch.listen");
+    let (key, reason) = err_key(load(Some("[punch]\nattempt = 3\n"), &[], &cli));
+    assert_eq!(key, "punch.attempt");
+    assert!(reason.starts_with("unknown key"), "{reason}");
+
+    let check = |f: fn(&mut Config), key: &str, reason: &str| {
+        let mut config = Config::default();
+        f(&mut config);
+        match config.validate() {
+            Err(SensorError::Config { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
+            other => panic!("expected an error for {key}, got {other:?}"),
+        }
+    };
+    check(|c| c.punch.attempts = 0, "punch.attempts", "must be between 1 and 1000, got 0");
+    check(|c| c.punch.timeout_secs = 86_401, "punch.timeout_secs", "must be between 0 and 86400, got 86401");
+    check(|c| c.punch.relay_node = "x".repeat(513), "punch.relay_node", "must be at most 512 bytes, got 513");
+    let mut config = Config::default();
+    config.punch.relay = Some(format!("/ip6/::1/udp/4001/quic-v1/p2p/{id}").parse().unwrap());
+    assert!(config.validate().is_ok());
+}

@@ -18,13 +18,13 @@ use tonic::{Code, transport::Channel, transport::Endpoint};
 
 use super::{
     snapshot::Snapshot,
-    summary::{Origin, agent, build_relay_report, build_report},
+    summary::{Origin, agent, build_punch_report, build_relay_report, build_report},
 };
 use crate::{
     config::Config,
     error::{Result, SensorError},
     metrics::{Metrics, ResultLabels},
-    store::Reader,
+    store::{PunchSummary, Reader},
 };
 
 /// During a streak of failed pushes, one in this many is logged at `warn`.
@@ -55,6 +55,8 @@ pub enum Source {
     Database(PathBuf),
     /// `sensor relay`: the relay's in-memory state, read once per report (must not block).
     Relay(Arc<dyn Fn() -> RelaySummary + Send + Sync>),
+    /// `sensor punch`: the attempts through `relay_node` stored in this SQLite file.
+    Punch { database: PathBuf, relay_node: String },
 }
 
 impl std::fmt::Debug for Source {
@@ -62,6 +64,9 @@ impl std::fmt::Debug for Source {
         match self {
             Source::Database(path) => f.debug_tuple("Database").field(path).finish(),
             Source::Relay(_) => f.write_str("Relay(..)"),
+            Source::Punch { database, relay_node } => {
+                f.debug_struct("Punch").field("database", database).field("relay_node", relay_node).finish()
+            }
         }
     }
 }
@@ -69,7 +74,8 @@ impl std::fmt::Debug for Source {
 impl ReporterSettings {
     /// From `[report]`; `None` when `report.endpoint` is empty (reporting off). The process start
     /// (`started_at_unix_ms` of every report) is taken now. The source is the event database
-    /// ([`Config::database_path`]); `sensor relay` replaces it with [`Source::Relay`].
+    /// ([`Config::database_path`]); `sensor relay` replaces it with [`Source::Relay`], `sensor
+    /// punch` with [`Source::Punch`].
     ///
     /// Errors: [`SensorError::Config`] with key `report.endpoint` when the URL is not usable.
     pub fn from_config(config: &Config) -> Result<Option<ReporterSettings>> {
@@ -188,6 +194,23 @@ impl Pusher {
             let report = build_relay_report(&self.settings.origin, self.sequence, generated_at, summary);
             return self.push(report, deadline).await;
         }
+        if let Source::Punch { relay_node, .. } = &self.settings.source {
+            let relay_node = relay_node.clone();
+            let summary = match deadline {
+                None => self.read_punch(&relay_node).await,
+                Some(at) => match tokio::time::timeout_at(at, self.read_punch(&relay_node)).await {
+                    Ok(read) => read,
+                    Err(_) => return self.failed("timeout", "the database read did not finish in time"),
+                },
+            };
+            let summary = match summary {
+                Ok(summary) => summary,
+                Err(e) => return self.failed("error", &format!("reading the punch attempts: {e}")),
+            };
+            self.sequence += 1;
+            let report = build_punch_report(&self.settings.origin, self.sequence, generated_at, &relay_node, &summary);
+            return self.push(report, deadline).await;
+        }
         let snapshot = match deadline {
             None => self.read().await,
             Some(at) => match tokio::time::timeout_at(at, self.read()).await {
@@ -241,6 +264,26 @@ impl Pusher {
             read.await.map_err(|_| SensorError::StorageUnavailable("the report read task failed"))??;
         self.reader = Some(reader);
         Ok(snapshot)
+    }
+
+    /// Reads the punch summary on the blocking pool, reusing the open reader.
+    async fn read_punch(&mut self, relay_node: &str) -> Result<PunchSummary> {
+        let reader = self.reader.take();
+        let Source::Punch { database, .. } = &self.settings.source else {
+            return Err(SensorError::StorageUnavailable("this reporter has no punch database"));
+        };
+        let (path, relay_node) = (database.clone(), relay_node.to_owned());
+        let read = tokio::task::spawn_blocking(move || {
+            let reader = match reader {
+                Some(reader) => reader,
+                None => Reader::open(&path)?,
+            };
+            reader.punch_summary(&relay_node).map(|summary| (reader, summary))
+        });
+        let (reader, summary) =
+            read.await.map_err(|_| SensorError::StorageUnavailable("the report read task failed"))??;
+        self.reader = Some(reader);
+        Ok(summary)
     }
 
     fn succeeded(&mut self, ack: PushAck) {

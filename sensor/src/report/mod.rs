@@ -12,6 +12,9 @@
 //!
 //! `sensor relay` uses the same task with [`Source::Relay`]: its reports carry a `RelaySummary`
 //! (built by the pure [`build_relay_report`]) read from the relay's memory, and no peer summary.
+//! `sensor punch` uses [`Source::Punch`]: its reports carry a `HolePunchSummary` (built by the
+//! pure [`build_punch_report`]) of every attempt stored through `punch.relay_node`, and no peer
+//! summary.
 //!
 //! The protobuf messages and the sketch live in the `sensor-report` crate, which has no P2P
 //! dependency so the operator can use it.
@@ -22,4 +25,4 @@ pub mod summary;
 
 pub use client::{Reporter, ReporterSettings, Source};
 pub use snapshot::Snapshot;
-pub use summary::{BuiltReport, Origin, build_relay_report, build_report};
+pub use summary::{BuiltReport, Origin, build_punch_report, build_relay_report, build_report};

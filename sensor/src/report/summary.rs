@@ -2,12 +2,13 @@
 //! `sensor_report::v1::Report`. No I/O, no clock: the caller passes the sequence number and time.
 
 use sensor_report::{
-    MAX_EXACT_PEER_IDS, MAX_LIST_ITEMS, MAX_STRING_BYTES, MAX_TOP_USER_AGENTS, PeerIdSketch,
-    v1::{Owner, PeerSummary, RelaySummary, Report, UserAgentCount},
+    MAX_EXACT_PEER_IDS, MAX_LIST_ITEMS, MAX_STRING_BYTES, MAX_TOP_USER_AGENTS, PeerIdSketch, TIME_TO_DIRECT_BUCKETS,
+    time_to_direct_bucket,
+    v1::{HolePunchSummary, Owner, PeerSummary, RelaySummary, Report, TransportOutcome, UserAgentCount},
 };
 
 use super::snapshot::Snapshot;
-use crate::{config::Config, kaspa::network::Network};
+use crate::{config::Config, kaspa::network::Network, store::PunchSummary};
 
 /// Who a report is from and whom it belongs to; fixed for the life of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,71 @@ pub fn build_relay_report(origin: &Origin, sequence: u64, generated_at_unix_ms: 
             ..relay
         }),
         hole_punch: None,
+        agent: agent(),
+    }
+}
+
+/// Builds report number `sequence` of a hole-punch client (`sensor punch`) from its stored
+/// attempts through `relay_node`: a `HolePunchSummary` whose `relay` is `relay_node`, no peer
+/// summary, empty `network` (the punch client classifies no Kaspa peers).
+///
+/// `attempts` counts every attempt that ran to a verdict (`cancelled` ones, cut short by a
+/// shutdown, are left out), `successes` the `success` ones, `failures` the rest
+/// (`failed`, `no_relay_connection`, `timeout`). `by_transport` has one entry per transport seen,
+/// sorted by name (at most [`MAX_LIST_ITEMS`]); the histogram always has
+/// [`TIME_TO_DIRECT_BUCKETS`] buckets.
+pub fn build_punch_report(
+    origin: &Origin,
+    sequence: u64,
+    generated_at_unix_ms: i64,
+    relay_node: &str,
+    summary: &PunchSummary,
+) -> Report {
+    let (mut attempts, mut successes) = (0u64, 0u64);
+    let mut by_transport: Vec<TransportOutcome> = Vec::new();
+    for (transport, outcome, n) in &summary.by_transport_outcome {
+        if outcome == "cancelled" {
+            continue;
+        }
+        let success = if outcome == "success" { *n } else { 0 };
+        attempts = attempts.saturating_add(*n);
+        successes = successes.saturating_add(success);
+        let name = truncate(transport, MAX_STRING_BYTES);
+        match by_transport.iter_mut().find(|t| t.transport == name) {
+            Some(t) => {
+                t.attempts = t.attempts.saturating_add(*n);
+                t.successes = t.successes.saturating_add(success);
+            }
+            None => {
+                by_transport.push(TransportOutcome { transport: name.to_owned(), attempts: *n, successes: success })
+            }
+        }
+    }
+    by_transport.sort_by(|a, b| a.transport.cmp(&b.transport));
+    by_transport.truncate(MAX_LIST_ITEMS);
+    let mut buckets = vec![0u64; TIME_TO_DIRECT_BUCKETS];
+    for (ms, n) in &summary.time_to_direct_ms {
+        let bucket = &mut buckets[time_to_direct_bucket(*ms)];
+        *bucket = bucket.saturating_add(*n);
+    }
+    Report {
+        owner: Some(origin.owner.clone()),
+        sender: origin.sender.clone(),
+        sensor_id: origin.sensor_id.clone(),
+        network: String::new(),
+        started_at_unix_ms: origin.started_at_unix_ms,
+        sequence,
+        generated_at_unix_ms,
+        peers: None,
+        relay: None,
+        hole_punch: Some(HolePunchSummary {
+            attempts,
+            successes,
+            failures: attempts - successes,
+            by_transport,
+            time_to_direct_ms_buckets: buckets,
+            relay: truncate(relay_node, MAX_STRING_BYTES).to_owned(),
+        }),
         agent: agent(),
     }
 }
@@ -321,6 +387,37 @@ mod tests {
             (r.reservations_active, r.circuits_active, r.reservations_accepted_total, r.circuits_total),
             (2, 1, 5, 3)
         );
+    }
+
+    #[test]
+    fn punch_reports_sum_attempts_by_transport_and_bucket_time_to_direct() {
+        let summary = PunchSummary {
+            by_transport_outcome: vec![
+                ("quic".into(), "cancelled".into(), 4),
+                ("quic".into(), "success".into(), 3),
+                ("quic".into(), "timeout".into(), 1),
+                ("tcp".into(), "failed".into(), 2),
+                ("tcp".into(), "no_relay_connection".into(), 1),
+                ("tcp".into(), "success".into(), 1),
+            ],
+            time_to_direct_ms: vec![(0, 1), (10, 1), (11, 1), (70_000, 1)],
+        };
+        let report = build_punch_report(&origin(), 3, 1_700_000_000_000, "edge", &summary);
+        validate(&report).expect("the collector accepts it");
+        assert!(report.peers.is_none() && report.relay.is_none());
+        assert_eq!((report.sequence, report.network.as_str()), (3, ""));
+        let p = report.hole_punch.unwrap();
+        assert_eq!((p.attempts, p.successes, p.failures), (8, 4, 4), "cancelled attempts are left out");
+        assert_eq!(p.relay, "edge");
+        let by: Vec<_> = p.by_transport.iter().map(|t| (t.transport.as_str(), t.attempts, t.successes)).collect();
+        assert_eq!(by, [("quic", 4, 3), ("tcp", 4, 1)]);
+        assert_eq!(p.time_to_direct_ms_buckets.len(), TIME_TO_DIRECT_BUCKETS);
+        assert_eq!(p.time_to_direct_ms_buckets[0], 2);
+        assert_eq!(p.time_to_direct_ms_buckets[1], 1);
+        assert_eq!(p.time_to_direct_ms_buckets[TIME_TO_DIRECT_BUCKETS - 1], 1);
+        let empty = build_punch_report(&origin(), 1, 0, "", &PunchSummary::default()).hole_punch.unwrap();
+        assert_eq!((empty.attempts, empty.failures, empty.by_transport.len()), (0, 0, 0));
+        assert_eq!(empty.time_to_direct_ms_buckets, vec![0; TIME_TO_DIRECT_BUCKETS]);
     }
 
     #[test]

@@ -21,10 +21,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. The last entry's version is [`LATEST_VERSION`].
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events and peers",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events and peers",
+        sql: r#"
 CREATE TABLE events (
     event_id           TEXT PRIMARY KEY NOT NULL, -- UUID v7, hyphenated lower-case
     timestamp          TEXT NOT NULL,             -- RFC 3339 UTC, fixed width (9 fraction digits)
@@ -67,7 +68,35 @@ CREATE TABLE peers (
 );
 CREATE INDEX peers_last_seen ON peers (last_seen);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "punch attempts",
+        sql: r#"
+CREATE TABLE punch_attempts (
+    attempt_id        TEXT PRIMARY KEY NOT NULL, -- UUID v7, hyphenated lower-case
+    started_at        TEXT NOT NULL,             -- RFC 3339 UTC, fixed width (9 fraction digits)
+    sensor_id         TEXT NOT NULL,
+    relay             TEXT NOT NULL,             -- relay multiaddr dialled, ending in /p2p/<relay id>
+    relay_node        TEXT NOT NULL,             -- punch.relay_node ('' = not attributed)
+    target            TEXT NOT NULL,             -- the target's libp2p PeerId, base58
+    attempt           INTEGER NOT NULL,          -- 1-based, per target and run
+    transport         TEXT NOT NULL,             -- 'tcp' | 'quic' (direct connection, else relay address)
+    outcome           TEXT NOT NULL,             -- 'success' | 'failed' | 'no_relay_connection' | 'cancelled' | 'timeout'
+    dcutr_rounds      INTEGER,                   -- direct dials after the relayed connection; NULL without one
+    relayed_rtt_ms    REAL,
+    direct_rtt_ms     REAL,
+    time_to_direct_ms INTEGER,                   -- relayed connection established -> direct established
+    direct_address    TEXT,                      -- remote multiaddr of the confirmed direct connection
+    duration_ms       INTEGER NOT NULL,
+    nat_verdict       TEXT NOT NULL,             -- 'public' | 'private' | 'unknown' (AutoNAT v1)
+    error             TEXT
+);
+CREATE INDEX punch_attempts_started_at ON punch_attempts (started_at);
+CREATE INDEX punch_attempts_relay_node ON punch_attempts (relay_node, outcome);
+"#,
+    },
+];
 
 /// The schema version this build writes and reads.
 pub const LATEST_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -5,12 +5,16 @@
 //!   retries and shutdown). The returned [`Ack`] resolves once the event's transaction committed
 //!   (`synchronous=FULL`, so it survives a crash or power loss).
 //! * [`Reader`] is the read side for reports (`sensor peers`) and tests.
-//! * [`migrations`] holds the schema (tables `events` and `peers`) and the connection settings.
+//! * [`migrations`] holds the schema (tables `events`, `peers` and `punch_attempts`) and the
+//!   connection settings.
+//! * [`punch`]: `sensor punch`'s attempts ([`Store::record_punch`], [`Reader::punch_attempts`],
+//!   [`Reader::punch_summary`]).
 //!
 //! Timestamps are stored as RFC 3339 UTC text with a fixed 9-digit fraction
 //! (`2026-11-21T04:26:00.123456789Z`), so text order is time order.
 
 pub mod migrations;
+pub mod punch;
 pub mod query;
 pub mod writer;
 
@@ -30,7 +34,9 @@ use uuid::Uuid;
 use crate::error::{Result, SensorError};
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::p2p::punch::attempt::PunchAttempt;
 
+pub use punch::{PunchAttemptRow, PunchSummary};
 pub use query::{EventCounts, EventRow, PeerCounts, PeerRow, Reader};
 pub use writer::format_timestamp;
 use writer::{Msg, Shared, Writer};
@@ -180,6 +186,17 @@ impl Store {
     /// `sensor_storage_errors_total{kind="queue_full"}` is incremented.
     pub fn record(&self, event: Event) -> Result<Ack> {
         let event_id = event.event_id;
+        self.enqueue(event_id, |ack| Msg::Event(Box::new(event), ack))
+    }
+
+    /// Queues one hole-punch attempt (table `punch_attempts`) without blocking; the [`Ack`]
+    /// carries its `attempt_id`. Errors: as [`record`](Self::record).
+    pub fn record_punch(&self, attempt: PunchAttempt) -> Result<Ack> {
+        let attempt_id = attempt.attempt_id;
+        self.enqueue(attempt_id, |ack| Msg::Punch(Box::new(attempt), ack))
+    }
+
+    fn enqueue(&self, event_id: Uuid, msg: impl FnOnce(oneshot::Sender<()>) -> Msg) -> Result<Ack> {
         let (ack_tx, rx) = oneshot::channel();
         let mut producer = self.producer();
         let outcome = match producer.tx.as_ref() {
@@ -187,7 +204,7 @@ impl Store {
             Some(tx) => {
                 // Count before sending so the writer's decrement can never come first.
                 self.metrics.storage_queue_depth.inc();
-                match tx.try_send(Msg::Event(Box::new(event), ack_tx)) {
+                match tx.try_send(msg(ack_tx)) {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         self.metrics.storage_queue_depth.dec();

@@ -97,7 +97,7 @@ const EVENT_COLUMNS: &str = "event_id, timestamp, sensor_id, kind, result, direc
 
 /// A read-only connection to an existing event database.
 pub struct Reader {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 impl Reader {

@@ -105,7 +105,16 @@ fn migrations_apply_once_and_reopen_is_idempotent() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(indexes, ["events_peer_id", "events_timestamp", "peers_last_seen"]);
+    assert_eq!(
+        indexes,
+        [
+            "events_peer_id",
+            "events_timestamp",
+            "peers_last_seen",
+            "punch_attempts_relay_node",
+            "punch_attempts_started_at"
+        ]
+    );
 }
 
 #[test]

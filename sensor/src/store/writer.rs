@@ -26,8 +26,10 @@ use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::oneshot;
 
+use super::punch;
 use crate::event::{Event, EventKind};
 use crate::metrics::Metrics;
+use crate::p2p::punch::attempt::PunchAttempt;
 
 /// First retry delay after a failed batch.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -57,8 +59,16 @@ pub fn error_kind(e: &rusqlite::Error) -> &'static str {
 /// What producers send to the writer.
 pub(super) enum Msg {
     Event(Box<Event>, oneshot::Sender<()>),
+    /// One hole-punch attempt (table `punch_attempts`).
+    Punch(Box<PunchAttempt>, oneshot::Sender<()>),
     /// Commit the open batch now (sent by `flush`).
     Flush,
+}
+
+/// One row-to-be of a batch.
+enum Record {
+    Event(Box<Event>),
+    Punch(Box<PunchAttempt>),
 }
 
 /// State shared between the [`Store`](super::Store) handle and the writer thread.
@@ -114,7 +124,7 @@ impl Drop for StoppedGuard {
 }
 
 struct Pending {
-    event: Box<Event>,
+    record: Record,
     ack: oneshot::Sender<()>,
 }
 
@@ -149,7 +159,8 @@ impl Writer {
     /// Collects one batch. Returns false once the queue is disconnected and empty.
     fn fill(&self, batch: &mut Vec<Pending>) -> bool {
         match self.rx.recv() {
-            Ok(Msg::Event(event, ack)) => batch.push(Pending { event, ack }),
+            Ok(Msg::Event(event, ack)) => batch.push(Pending { record: Record::Event(event), ack }),
+            Ok(Msg::Punch(attempt, ack)) => batch.push(Pending { record: Record::Punch(attempt), ack }),
             Ok(Msg::Flush) => return true,
             Err(_) => return false,
         }
@@ -157,7 +168,8 @@ impl Writer {
         while batch.len() < self.batch_size {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
-                Ok(Msg::Event(event, ack)) => batch.push(Pending { event, ack }),
+                Ok(Msg::Event(event, ack)) => batch.push(Pending { record: Record::Event(event), ack }),
+                Ok(Msg::Punch(attempt, ack)) => batch.push(Pending { record: Record::Punch(attempt), ack }),
                 Ok(Msg::Flush) | Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
@@ -281,8 +293,8 @@ const UPSERT_PEER_VERDICT: &str = "INSERT INTO peers (peer_id, first_seen, last_
     WHERE peers.verdict_at IS NULL \
       OR (excluded.verdict_at, excluded.verdict_event_id) > (peers.verdict_at, peers.verdict_event_id)";
 
-/// One transaction: insert every event, upsert peers. Returns the rows inserted (duplicates
-/// excluded).
+/// One transaction: insert every event (upserting peers) and every punch attempt. Returns the
+/// rows inserted (duplicates excluded).
 fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut inserted = 0;
@@ -291,7 +303,17 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<u64
         let mut upsert_connection = tx.prepare_cached(UPSERT_PEER_CONNECTION)?;
         let mut upsert_verdict = tx.prepare_cached(UPSERT_PEER_VERDICT)?;
         for p in batch {
-            let e = &*p.event;
+            let e = match &p.record {
+                Record::Event(e) => &**e,
+                Record::Punch(attempt) => {
+                    if punch::insert(&tx, attempt)? {
+                        inserted += 1;
+                    } else {
+                        tracing::debug!(attempt_id = %attempt.attempt_id, "duplicate punch attempt id ignored");
+                    }
+                    continue;
+                }
+            };
             let event_id = e.event_id.to_string();
             let ts = format_timestamp(e.timestamp);
             let peer_ip = e.peer_ip.to_string();

@@ -1,0 +1,293 @@
+//! The libp2p sections of the configuration: `[relay]` (`sensor relay`) and `[punch]`
+//! (`sensor punch`), their validation, and the multiaddr / PeerId (de)serialisers they use.
+//! Split from `config.rs` to keep each file readable; the loading rules live there.
+
+use super::*;
+
+/// `[relay]`: `sensor relay`, the libp2p circuit relay v2 server (with identify, ping and an
+/// AutoNAT v1 server). The limits default to rust-libp2p's `relay::Config` defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// TCP listen address (`SENSOR_RELAY_LISTEN_TCP`); `None`/`""` = no TCP listener. Default
+    /// `0.0.0.0:4001`.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// QUIC v1 (UDP) listen address (`SENSOR_RELAY_LISTEN_QUIC`); `None`/`""` (default) = no QUIC.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub listen_quic: Option<SocketAddr>,
+    /// Multiaddrs the relay is reachable at, told to clients in reservations
+    /// (`SENSOR_RELAY_EXTERNAL_ADDRESSES`, comma-separated). Without one the relay refuses every
+    /// reservation (rust-libp2p relay 0.22 needs a confirmed external address). Default none.
+    #[serde(serialize_with = "ser_multiaddrs", deserialize_with = "de_multiaddrs")]
+    pub external_addresses: Vec<Multiaddr>,
+    /// The protobuf-encoded libp2p keypair (`SENSOR_RELAY_IDENTITY_FILE`); `None`/`""` =
+    /// `<data_dir>/relay_identity.key`, see [`Config::relay_identity_file`]. Created (Ed25519,
+    /// mode 0600) when absent.
+    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
+    pub identity_file: Option<PathBuf>,
+    /// Reservations held at once, 1..=100000. Default 128.
+    pub max_reservations: usize,
+    /// Reservations of one peer at once, 1..=100000. Default 4.
+    pub max_reservations_per_peer: usize,
+    /// Circuits relayed at once, 1..=100000. Default 16.
+    pub max_circuits: usize,
+    /// Circuits of one peer at once, 1..=100000. Default 4.
+    pub max_circuits_per_peer: usize,
+    /// Lifetime of a circuit, seconds, 1..=86400. Default 120.
+    pub max_circuit_duration_secs: u64,
+    /// Bytes relayed per circuit, 1024..=1073741824. Default 131072 (128 KiB).
+    pub max_circuit_bytes: u64,
+    /// Lab mode: the AutoNAT server also answers clients observed at private, loopback or
+    /// documentation addresses (rust-libp2p `only_global_ips = false`). Default false.
+    pub allow_private_targets: bool,
+}
+
+/// `[punch]`: `sensor punch`, the DCUtR hole-punch client. It reserves a slot on `relay` and, for
+/// each of `targets`, dials it through the relay and lets DCUtR upgrade the connection; every
+/// attempt is recorded (table `punch_attempts`, `sensor_punch_*` metrics, `HolePunchSummary` in
+/// reports). Without targets it only holds the reservation, so other sensors can punch to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PunchConfig {
+    /// The relay: `/ip4|ip6/IP/tcp/PORT/p2p/ID` or `…/udp/PORT/quic-v1/p2p/ID`
+    /// (`SENSOR_PUNCH_RELAY`); `None`/`""` (default) = none, and `sensor punch` refuses to start.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_multiaddr")]
+    pub relay: Option<Multiaddr>,
+    /// PeerIds to punch to (`SENSOR_PUNCH_TARGETS`, comma-separated); none (default) = hold the
+    /// reservation only.
+    #[serde(serialize_with = "ser_peer_ids", deserialize_with = "de_peer_ids")]
+    pub targets: Vec<PeerId>,
+    /// Attempts per target, 1..=1000. Default 1.
+    pub attempts: u32,
+    /// Seconds, 0..=86400. With targets: the bound of one attempt (0 = [`DEFAULT_PUNCH_TIMEOUT_SECS`]).
+    /// Without: how long the reservation is held (0 = until SIGTERM/SIGINT). Default 0.
+    pub timeout_secs: u64,
+    /// Name of the RelayNode `relay` belongs to, carried in reports (`HolePunchSummary.relay`) so
+    /// the operator attributes the attempts to it; `""` (default) = not attributed.
+    pub relay_node: String,
+    /// The protobuf-encoded libp2p keypair (`SENSOR_PUNCH_IDENTITY_FILE`); `None`/`""` =
+    /// `<data_dir>/punch_identity.key`, see [`Config::punch_identity_file`]. Created (Ed25519, mode
+    /// 0600) when absent.
+    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
+    pub identity_file: Option<PathBuf>,
+    /// Local listen multiaddrs, `/ip4|ip6/IP/tcp/PORT` or `…/udp/PORT/quic-v1`, at least one:
+    /// DCUtR dials reuse these ports, so the address the relay observes is the one peers punch
+    /// to. Default `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`.
+    #[serde(serialize_with = "ser_multiaddrs", deserialize_with = "de_multiaddrs")]
+    pub listen: Vec<Multiaddr>,
+}
+
+/// The bound of one punch attempt when `punch.timeout_secs` is 0. DCUtR failures take ~15 s
+/// (QUIC) to ~30 s (TCP) to show (design §5).
+pub const DEFAULT_PUNCH_TIMEOUT_SECS: u64 = 30;
+
+impl Default for PunchConfig {
+    fn default() -> Self {
+        Self {
+            relay: None,
+            targets: Vec::new(),
+            attempts: 1,
+            timeout_secs: 0,
+            relay_node: String::new(),
+            identity_file: None,
+            listen: vec![
+                Multiaddr::empty().with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED)).with(Protocol::Tcp(0)),
+                Multiaddr::empty()
+                    .with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED))
+                    .with(Protocol::Udp(0))
+                    .with(Protocol::QuicV1),
+            ],
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen_tcp: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4001))),
+            listen_quic: None,
+            external_addresses: Vec::new(),
+            identity_file: None,
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            max_circuits: 16,
+            max_circuits_per_peer: 4,
+            max_circuit_duration_secs: 120,
+            max_circuit_bytes: 128 * 1024,
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// The relay's listeners as given on the command line; `None` = that transport is off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayListen {
+    pub tcp: Option<SocketAddr>,
+    pub quic: Option<SocketAddr>,
+}
+
+impl RelayListen {
+    /// From `--listen` multiaddrs: each is `/ip4|ip6/ADDR/tcp/PORT` or
+    /// `/ip4|ip6/ADDR/udp/PORT/quic-v1`, at most one of each transport.
+    ///
+    /// Errors: [`SensorError::Config`] with key `--listen` naming the offending address.
+    pub fn from_multiaddrs(addrs: &[Multiaddr]) -> Result<RelayListen> {
+        let mut listen = RelayListen::default();
+        for addr in addrs {
+            let bad = |reason: &str| config_err("--listen", format!("{addr}: {reason}"));
+            let protocols: Vec<Protocol<'_>> = addr.iter().collect();
+            let (ip, rest) = match protocols.split_first() {
+                Some((Protocol::Ip4(ip), rest)) => (std::net::IpAddr::V4(*ip), rest),
+                Some((Protocol::Ip6(ip), rest)) => (std::net::IpAddr::V6(*ip), rest),
+                _ => return Err(bad("must start with /ip4/ADDR or /ip6/ADDR")),
+            };
+            let (slot, port) = match rest {
+                [Protocol::Tcp(port)] => (&mut listen.tcp, *port),
+                [Protocol::Udp(port), Protocol::QuicV1] => (&mut listen.quic, *port),
+                _ => return Err(bad("must be /ip4|ip6/ADDR/tcp/PORT or /ip4|ip6/ADDR/udp/PORT/quic-v1")),
+            };
+            if slot.is_some() {
+                return Err(bad("only one TCP and one QUIC listen address are supported"));
+            }
+            *slot = Some(SocketAddr::new(ip, port));
+        }
+        Ok(listen)
+    }
+}
+
+impl RelayConfig {
+    /// The limits' ranges (those of the RelayNode CRD), at least one listener, and the shape of
+    /// every external address.
+    pub(super) fn validate(&self, range: RangeCheck) -> Result<()> {
+        let count = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        range("relay.max_reservations", count(self.max_reservations), 1, Some(100_000))?;
+        range("relay.max_reservations_per_peer", count(self.max_reservations_per_peer), 1, Some(100_000))?;
+        range("relay.max_circuits", count(self.max_circuits), 1, Some(100_000))?;
+        range("relay.max_circuits_per_peer", count(self.max_circuits_per_peer), 1, Some(100_000))?;
+        range("relay.max_circuit_duration_secs", self.max_circuit_duration_secs, 1, Some(86_400))?;
+        range("relay.max_circuit_bytes", self.max_circuit_bytes, 1024, Some(1 << 30))?;
+        if self.listen_tcp.is_none() && self.listen_quic.is_none() {
+            return Err(config_err("relay.listen_tcp", "relay.listen_tcp and relay.listen_quic are both empty"));
+        }
+        for addr in &self.external_addresses {
+            check_external_address(addr)
+                .map_err(|reason| config_err("relay.external_addresses", format!("{:?} {reason}", addr.to_string())))?;
+        }
+        Ok(())
+    }
+}
+
+impl PunchConfig {
+    /// Ranges, the relay's shape (when set) and the listen addresses.
+    pub(super) fn validate(&self, range: RangeCheck) -> Result<()> {
+        range("punch.attempts", u64::from(self.attempts), 1, Some(1000))?;
+        range("punch.timeout_secs", self.timeout_secs, 0, Some(86_400))?;
+        if self.relay_node.len() > sensor_report::MAX_STRING_BYTES {
+            let reason =
+                format!("must be at most {} bytes, got {}", sensor_report::MAX_STRING_BYTES, self.relay_node.len());
+            return Err(config_err("punch.relay_node", reason));
+        }
+        if let Some(relay) = &self.relay {
+            check_punch_relay(relay)
+                .map_err(|reason| config_err("punch.relay", format!("{:?} {reason}", relay.to_string())))?;
+        }
+        if self.listen.is_empty() {
+            return Err(config_err("punch.listen", "must list at least one address (hole-punch dials reuse its port)"));
+        }
+        for addr in &self.listen {
+            if RelayListen::from_multiaddrs(std::slice::from_ref(addr)).is_err() {
+                let reason =
+                    format!("{:?} must be /ip4|ip6/IP/tcp/PORT or /ip4|ip6/IP/udp/PORT/quic-v1", addr.to_string());
+                return Err(config_err("punch.listen", reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// The relay's PeerId (the trailing `/p2p/ID` of a validated `relay`).
+    pub fn relay_peer_id(&self) -> Option<PeerId> {
+        match self.relay.as_ref()?.iter().last() {
+            Some(Protocol::P2p(id)) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// The relay of `sensor punch` is dialled directly: `/ip4|ip6/IP/tcp/PORT/p2p/ID` or
+/// `/ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID`. The PeerId is required (the circuit addresses name the
+/// relay); DNS names are not (this build has no DNS transport).
+pub fn check_punch_relay(addr: &Multiaddr) -> std::result::Result<(), &'static str> {
+    let protocols: Vec<Protocol<'_>> = addr.iter().collect();
+    let Some((Protocol::P2p(_), rest)) = protocols.split_last() else {
+        return Err("must end in /p2p/<the relay's PeerId>");
+    };
+    let host = matches!(rest.first(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+    let transport = matches!(rest.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
+    if host && transport {
+        Ok(())
+    } else {
+        Err("must be /ip4|ip6/IP/tcp/PORT/p2p/ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID (no DNS, no /p2p-circuit)")
+    }
+}
+
+/// An external address is a dialable multiaddr of a transport the relay serves:
+/// `/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT` or `…/udp/PORT/quic-v1`, optionally ending in
+/// `/p2p/<the relay's own PeerId>` (checked at start-up, when the key is known).
+pub fn check_external_address(addr: &Multiaddr) -> std::result::Result<(), &'static str> {
+    let mut protocols: Vec<Protocol<'_>> = addr.iter().collect();
+    if matches!(protocols.last(), Some(Protocol::P2p(_))) {
+        protocols.pop();
+    }
+    let host = matches!(
+        protocols.first(),
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
+    );
+    let transport = matches!(protocols.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
+    if host && transport {
+        Ok(())
+    } else {
+        Err("must be /ip4|ip6|dns*/HOST/tcp/PORT or /ip4|ip6|dns*/HOST/udp/PORT/quic-v1 (optionally + /p2p/PEER_ID)")
+    }
+}
+
+pub(super) fn ser_multiaddrs<S: Serializer>(value: &[Multiaddr], s: S) -> std::result::Result<S::Ok, S::Error> {
+    let mut seq = s.serialize_seq(Some(value.len()))?;
+    for addr in value {
+        seq.serialize_element(&addr.to_string())?;
+    }
+    seq.end()
+}
+
+pub(super) fn de_multiaddrs<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Multiaddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            text.trim().parse().map_err(|e| serde::de::Error::custom(format!("invalid multiaddr {text:?}: {e}")))
+        })
+        .collect()
+}
+
+pub(super) fn de_opt_multiaddr<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Multiaddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| serde::de::Error::custom(format!("invalid multiaddr {text:?}: {e}")))
+}
+
+pub(super) fn ser_peer_ids<S: Serializer>(value: &[PeerId], s: S) -> std::result::Result<S::Ok, S::Error> {
+    let mut seq = s.serialize_seq(Some(value.len()))?;
+    for id in value {
+        seq.serialize_element(&id.to_base58())?;
+    }
+    seq.end()
+}
+
+pub(super) fn de_peer_ids<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<PeerId>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| text.trim().parse().map_err(|e| serde::de::Error::custom(format!("invalid PeerId {text:?}: {e}"))))
+        .collect()
+}
