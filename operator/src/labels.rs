@@ -53,6 +53,14 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerR
     owner.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))
 }
 
+/// Sets [`SPEC_HASH_ANNOTATION`] on `object` to the hash of its own serialised form (taken before
+/// the annotation is added). Errors: [`Error::Serialization`].
+pub fn stamp_spec_hash<K: Resource + serde::Serialize>(object: &mut K) -> Result<()> {
+    let hash = short_hash(&serde_json::to_vec(object)?);
+    object.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
+    Ok(())
+}
+
 /// First 16 hex digits of SHA-256 over `bytes`: stable across builds and platforms.
 pub fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..8])

@@ -2,8 +2,8 @@
 //! volumes, probes.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -116,6 +116,31 @@ pub fn volume(name: &str, set: impl FnOnce(&mut Volume)) -> Volume {
     let mut volume = Volume { name: name.into(), ..Volume::default() };
     set(&mut volume);
     volume
+}
+
+/// An environment variable with a literal value (`$(VAR)` references are expanded by the kubelet).
+pub fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+/// What every sensor and relay container gets: `POD_NAME`, `POD_NAMESPACE` and `HOST_IP` from the
+/// downward API, and the pod name as `SENSOR_SENSOR_ID` and `SENSOR_REPORT_SENDER`.
+pub fn downward_env() -> Vec<EnvVar> {
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("HOST_IP", "status.hostIP"),
+        env_value("SENSOR_SENSOR_ID", "$(POD_NAME)"),
+        env_value("SENSOR_REPORT_SENDER", "$(POD_NAME)"),
+    ]
 }
 
 /// `externalTrafficPolicy` string.

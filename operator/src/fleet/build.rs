@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodSpec, PodTemplateSpec,
-    SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodSpec, PodTemplateSpec, SecretKeySelector,
+    Service, ServiceAccount, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
 use crate::crd::{ExportSink, ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
 use crate::error::{Error, Result};
-use crate::labels::{self, CONFIG_HASH_ANNOTATION, FLEET_LABEL, SPEC_HASH_ANNOTATION};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION, FLEET_LABEL};
 use crate::pod::{self, ContainerParams};
 
 /// `app.kubernetes.io/component` of sensor pods.
@@ -286,22 +286,8 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
 /// Environment of a sensor container: the downward API for pod name, namespace and node IP, and
 /// the `SENSOR_*` overrides built from them; export settings and credentials (Secret reference).
 fn sensor_env(fleet: &SensorFleet, port: i32) -> Vec<EnvVar> {
-    let field = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    let value = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() };
-    let mut env = vec![
-        field("POD_NAME", "metadata.name"),
-        field("POD_NAMESPACE", "metadata.namespace"),
-        field("HOST_IP", "status.hostIP"),
-        value("SENSOR_SENSOR_ID", "$(POD_NAME)".into()),
-        value("SENSOR_REPORT_SENDER", "$(POD_NAME)".into()),
-    ];
+    let value = pod::env_value;
+    let mut env = pod::downward_env();
     if fleet.spec.external_address.source == ExternalAddressSource::HostIP {
         env.push(value("SENSOR_LISTEN_EXTERNAL_ADDRESS", format!("$(HOST_IP):{port}")));
     }
@@ -347,19 +333,14 @@ fn with_one_per_node(affinity: Option<Affinity>, selector: &BTreeMap<String, Str
 
 /// Annotates every child with the hash of its own serialised form.
 fn stamp_hashes(children: &mut FleetChildren) -> Result<()> {
-    fn stamp<K: kube::Resource + serde::Serialize>(object: &mut K) -> Result<()> {
-        let hash = labels::short_hash(&serde_json::to_vec(object)?);
-        object.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
-        Ok(())
-    }
-    stamp(&mut children.service_account)?;
-    stamp(&mut children.config_map)?;
-    stamp(&mut children.headless_service)?;
+    labels::stamp_spec_hash(&mut children.service_account)?;
+    labels::stamp_spec_hash(&mut children.config_map)?;
+    labels::stamp_spec_hash(&mut children.headless_service)?;
     if let Some(service) = children.exposure_service.as_mut() {
-        stamp(service)?;
+        labels::stamp_spec_hash(service)?;
     }
     match &mut children.workload {
-        Workload::DaemonSet(ds) => stamp(ds),
-        Workload::StatefulSet(sts) => stamp(sts),
+        Workload::DaemonSet(ds) => labels::stamp_spec_hash(ds),
+        Workload::StatefulSet(sts) => labels::stamp_spec_hash(sts),
     }
 }

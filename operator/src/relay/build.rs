@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec,
+    ConfigMap, ConfigMapVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource, Service,
+    ServiceAccount, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -22,7 +22,7 @@ use crate::crd::{ExposureKind, RelayNode};
 use crate::error::{Error, Result};
 use crate::fleet::build::BuildSettings;
 use crate::fleet::sensor_config::{CONFIG_DIR, METRICS_PORT};
-use crate::labels::{self, CONFIG_HASH_ANNOTATION, RELAY_LABEL, SPEC_HASH_ANNOTATION};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION, RELAY_LABEL};
 use crate::pod::{self, ContainerParams};
 
 /// `app.kubernetes.io/component` of relay pods.
@@ -212,40 +212,20 @@ pub fn external_addresses(relay: &RelayNode) -> Vec<String> {
 /// and the `SENSOR_*` overrides built from them (`SENSOR_RELAY_EXTERNAL_ADDRESSES`,
 /// comma-separated, when there are external addresses).
 fn relay_env(external: &[String]) -> Vec<EnvVar> {
-    let field = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    let value = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
-    let mut env = vec![
-        field("POD_NAME", "metadata.name"),
-        field("POD_NAMESPACE", "metadata.namespace"),
-        field("HOST_IP", "status.hostIP"),
-        value("SENSOR_SENSOR_ID", "$(POD_NAME)"),
-        value("SENSOR_REPORT_SENDER", "$(POD_NAME)"),
-    ];
+    let mut env = pod::downward_env();
     if !external.is_empty() {
-        env.push(value("SENSOR_RELAY_EXTERNAL_ADDRESSES", &external.join(",")));
+        env.push(pod::env_value("SENSOR_RELAY_EXTERNAL_ADDRESSES", external.join(",")));
     }
     env
 }
 
 /// Annotates every child with the hash of its own serialised form.
 fn stamp_hashes(children: &mut RelayChildren) -> Result<()> {
-    fn stamp<K: kube::Resource + serde::Serialize>(object: &mut K) -> Result<()> {
-        let hash = labels::short_hash(&serde_json::to_vec(object)?);
-        object.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
-        Ok(())
-    }
-    stamp(&mut children.service_account)?;
-    stamp(&mut children.config_map)?;
-    stamp(&mut children.deployment)?;
+    labels::stamp_spec_hash(&mut children.service_account)?;
+    labels::stamp_spec_hash(&mut children.config_map)?;
+    labels::stamp_spec_hash(&mut children.deployment)?;
     if let Some(service) = children.exposure_service.as_mut() {
-        stamp(service)?;
+        labels::stamp_spec_hash(service)?;
     }
     Ok(())
 }
@@ -298,7 +278,7 @@ mod tests {
                 [CONFIG_HASH_ANNOTATION]
                 .clone()
         };
-        let spec_hash = |m: &ObjectMeta| m.annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone();
+        let spec_hash = |m: &ObjectMeta| m.annotations.as_ref().unwrap()[crate::labels::SPEC_HASH_ANNOTATION].clone();
         assert_ne!(config_hash(&before), config_hash(&after));
         assert_ne!(spec_hash(&before.deployment.metadata), spec_hash(&after.deployment.metadata));
         assert_ne!(spec_hash(&before.config_map.metadata), spec_hash(&after.config_map.metadata));
