@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
@@ -51,6 +51,47 @@ pub fn common_labels(owner_label: &str, owner_name: &str, component: &str) -> BT
 /// [`Error::MissingObjectKey`] when the owner has no uid or name (it was never stored).
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
     owner.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))
+}
+
+/// What every child of one owner shares: its owner's name and namespace, the common and selector
+/// labels, and the controller owner reference.
+pub struct ChildMeta {
+    pub owner_name: String,
+    pub namespace: String,
+    /// [`common_labels`] of the owner and component.
+    pub labels: BTreeMap<String, String>,
+    /// [`selector_labels`] of the owner and component.
+    pub selector: BTreeMap<String, String>,
+    owner: OwnerReference,
+}
+
+impl ChildMeta {
+    /// For the children of `owner` labelled `owner_label=<name>` and `component`. Errors:
+    /// [`Error::MissingObjectKey`] when the owner has no name, namespace or uid (it was not read
+    /// from the API server).
+    pub fn of<K: Resource<DynamicType = ()>>(owner: &K, owner_label: &str, component: &str) -> Result<Self> {
+        let meta = owner.meta();
+        let owner_name = meta.name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+        let namespace = meta.namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        Ok(Self {
+            labels: common_labels(owner_label, &owner_name, component),
+            selector: selector_labels(owner_label, &owner_name, component),
+            owner: controller_ref(owner)?,
+            owner_name,
+            namespace,
+        })
+    }
+
+    /// Metadata of the child `name`: namespace, common labels, controller owner reference.
+    pub fn meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels.clone()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
 }
 
 /// Sets [`SPEC_HASH_ANNOTATION`] on `object` to the hash of its own serialised form (taken before

@@ -22,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
 use crate::crd::{ExportSink, ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
-use crate::error::{Error, Result};
-use crate::labels::{self, CONFIG_HASH_ANNOTATION, FLEET_LABEL};
+use crate::error::Result;
+use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, FLEET_LABEL};
 use crate::pod::{self, ContainerParams};
 
 /// `app.kubernetes.io/component` of sensor pods.
@@ -76,22 +76,14 @@ pub mod names {
     }
 }
 
-/// Builds every child of `fleet`. Errors: [`Error::MissingObjectKey`] when the fleet has no
+/// Builds every child of `fleet`. Errors: [`crate::error::Error::MissingObjectKey`] when the fleet has no
 /// name, namespace or uid (it was not read from the API server). Spec problems are caught by
 /// `validate` first; this function assumes a valid spec.
 pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChildren> {
-    let name = fleet.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let namespace = fleet.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let owner = labels::controller_ref(fleet)?;
-    let labels = labels::common_labels(FLEET_LABEL, name, COMPONENT);
-    let selector = labels::selector_labels(FLEET_LABEL, name, COMPONENT);
-    let meta = |object_name: String| ObjectMeta {
-        name: Some(object_name),
-        namespace: Some(namespace.to_string()),
-        labels: Some(labels.clone()),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
-    };
+    let child = ChildMeta::of(fleet, FLEET_LABEL, COMPONENT)?;
+    let (name, namespace) = (child.owner_name.as_str(), child.namespace.as_str());
+    let (labels, selector) = (&child.labels, &child.selector);
+    let meta = |object_name: String| child.meta(object_name);
     let spec = &fleet.spec;
     let port = sensor_config::p2p_port(fleet);
     let host_network = spec.exposure.kind == ExposureKind::HostNetwork;
@@ -192,7 +184,7 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
     let mut affinity = spec.placement.affinity.clone();
     if host_network && spec.mode == WorkloadMode::StatefulSet {
         // Two sensors on one node would fight over the host port: spread them, one per node.
-        affinity = Some(with_one_per_node(affinity, &selector));
+        affinity = Some(with_one_per_node(affinity, selector));
     }
     let pod_spec = PodSpec {
         containers: vec![container],

@@ -19,10 +19,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::identity::{IDENTITY_DIR, IDENTITY_KEY};
 use super::relay_config::{self, CONFIG_FILE};
 use crate::crd::{ExposureKind, RelayNode};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fleet::build::BuildSettings;
 use crate::fleet::sensor_config::{CONFIG_DIR, METRICS_PORT};
-use crate::labels::{self, CONFIG_HASH_ANNOTATION, RELAY_LABEL};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, RELAY_LABEL};
 use crate::pod::{self, ContainerParams};
 
 /// `app.kubernetes.io/component` of relay pods.
@@ -57,22 +57,14 @@ pub mod names {
 }
 
 /// Builds every child of `relay`; the pod mounts Secret `identity_secret_name` (key
-/// [`IDENTITY_KEY`]) at [`IDENTITY_DIR`]. Errors: [`Error::MissingObjectKey`] when the relay has
+/// [`IDENTITY_KEY`]) at [`IDENTITY_DIR`]. Errors: [`crate::error::Error::MissingObjectKey`] when the relay has
 /// no name, namespace or uid (it was not read from the API server). Spec problems are caught by
 /// `validate` first; this function assumes a valid spec.
 pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: &str) -> Result<RelayChildren> {
-    let name = relay.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let namespace = relay.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let owner = labels::controller_ref(relay)?;
-    let labels = labels::common_labels(RELAY_LABEL, name, COMPONENT);
-    let selector = labels::selector_labels(RELAY_LABEL, name, COMPONENT);
-    let meta = |object_name: String| ObjectMeta {
-        name: Some(object_name),
-        namespace: Some(namespace.to_string()),
-        labels: Some(labels.clone()),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
-    };
+    let child = ChildMeta::of(relay, RELAY_LABEL, COMPONENT)?;
+    let (name, namespace) = (child.owner_name.as_str(), child.namespace.as_str());
+    let (labels, selector) = (&child.labels, &child.selector);
+    let meta = |object_name: String| child.meta(object_name);
     let spec = &relay.spec;
     let host_network = spec.exposure.kind == ExposureKind::HostNetwork;
     let (tcp, quic) = (spec.ports.tcp, spec.ports.quic);
@@ -168,7 +160,7 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
         metadata: meta(names::deployment(name)),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
+            selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
             // Never two pods with one identity: the old pod is gone before the new one starts.
             strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
             template: PodTemplateSpec {
@@ -324,6 +316,6 @@ mod tests {
     fn a_relay_never_stored_cannot_be_built() {
         let mut relay = relay(serde_json::json!({}));
         relay.metadata.uid = None;
-        assert!(matches!(build(&relay, &settings(), "x"), Err(Error::MissingObjectKey(_))));
+        assert!(matches!(build(&relay, &settings(), "x"), Err(crate::error::Error::MissingObjectKey(_))));
     }
 }
