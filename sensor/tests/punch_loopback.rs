@@ -7,11 +7,12 @@
 //! SIGTERM cancels an attempt in flight (recorded, exit 0); bad relay multiaddrs exit non-zero
 //! with a clear message. Every wait is bounded.
 
+mod support;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -25,12 +26,8 @@ use libp2p::{
     tcp, yamux,
 };
 use sensor::store::Reader;
-use sensor_report::v1::{
-    PushAck, Report,
-    collector_server::{Collector, CollectorServer},
-};
 use serde_json::Value;
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use support::collector::TestCollector;
 
 /// Bound of every single wait in this file.
 const WAIT: Duration = Duration::from_secs(60);
@@ -242,34 +239,6 @@ fn punch_args(relay: &Multiaddr, data_dir: &Path, extra: &[String]) -> Vec<Strin
     ];
     args.extend_from_slice(extra);
     args
-}
-
-// ---------------------------------------------------------------------------------------------
-// A collector that keeps every report
-
-#[derive(Clone, Default)]
-struct TestCollector {
-    reports: Arc<Mutex<Vec<Report>>>,
-}
-
-#[tonic::async_trait]
-impl Collector for TestCollector {
-    async fn push(&self, request: Request<Report>) -> Result<Response<PushAck>, Status> {
-        let report = request.into_inner();
-        sensor_report::validate(&report).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.reports.lock().unwrap().push(report);
-        Ok(Response::new(PushAck { next_report_after_ms: 0 }))
-    }
-}
-
-impl TestCollector {
-    async fn serve(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder().add_service(CollectorServer::new(self.clone()));
-        tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
-        addr
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

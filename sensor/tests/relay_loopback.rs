@@ -6,11 +6,12 @@
 //! reservations; bad identity files, bad multiaddrs and ports in use exit non-zero with a clear
 //! message. Every wait is bounded; everything stays on 127.0.0.1.
 
+mod support;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -22,15 +23,11 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
-use sensor_report::v1::{
-    PushAck, Report,
-    collector_server::{Collector, CollectorServer},
-};
+use support::collector::TestCollector;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
 };
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 
 /// Bound of every single wait in this file.
 const WAIT: Duration = Duration::from_secs(30);
@@ -164,46 +161,6 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String>
 fn peer_id_of(file: &Path) -> PeerId {
     let bytes = std::fs::read(file).unwrap();
     Keypair::from_protobuf_encoding(&bytes).unwrap().public().to_peer_id()
-}
-
-// ---------------------------------------------------------------------------------------------
-// A collector that keeps every report
-
-#[derive(Clone, Default)]
-struct TestCollector {
-    reports: Arc<Mutex<Vec<Report>>>,
-}
-
-#[tonic::async_trait]
-impl Collector for TestCollector {
-    async fn push(&self, request: Request<Report>) -> Result<Response<PushAck>, Status> {
-        let report = request.into_inner();
-        sensor_report::validate(&report).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.reports.lock().unwrap().push(report);
-        Ok(Response::new(PushAck { next_report_after_ms: 0 }))
-    }
-}
-
-impl TestCollector {
-    async fn serve(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tonic::transport::Server::builder().add_service(CollectorServer::new(self.clone()));
-        tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
-        addr
-    }
-
-    /// Waits for a report matching `f`; returns it.
-    async fn wait_for(&self, what: &str, f: impl Fn(&Report) -> bool) -> Report {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(report) = self.reports.lock().unwrap().iter().find(|r| f(r)) {
-                return report.clone();
-            }
-            assert!(Instant::now() < deadline, "no report {what}: {:#?}", self.reports.lock().unwrap().last());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,7 +332,7 @@ async fn reservation_circuit_ping_metrics_report_shutdown_and_restart() {
 
     // The collector receives the relay's state.
     let report = collector
-        .wait_for("with the reservation and the circuit", |r| {
+        .wait_for("with the reservation and the circuit", WAIT, |r| {
             r.relay.as_ref().is_some_and(|s| s.reservations_active == 1 && s.circuits_total >= 1)
         })
         .await;
@@ -395,7 +352,7 @@ async fn reservation_circuit_ping_metrics_report_shutdown_and_restart() {
     let before = collector.reports.lock().unwrap().iter().map(|r| r.sequence).max().unwrap_or(0);
     let status = relay.terminate().await;
     assert!(status.success(), "exit after SIGTERM: {status}\n{}", relay.log_text());
-    let last = collector.wait_for("after SIGTERM", |r| r.sequence > before).await;
+    let last = collector.wait_for("after SIGTERM", WAIT, |r| r.sequence > before).await;
     let last = last.relay.unwrap();
     assert_eq!((last.reservations_active, last.circuits_active), (0, 0), "the relay is gone");
     assert!(last.circuits_total >= 1, "totals survive in the final report");

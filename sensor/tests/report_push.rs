@@ -19,33 +19,15 @@ use sensor::{
 };
 use sensor_report::{
     PeerIdSketch,
-    v1::{
-        PeerSummary, PushAck, Report,
-        collector_server::{Collector, CollectorServer},
-    },
+    v1::{PeerSummary, Report},
 };
+use support::collector::TestCollector;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use uuid::Uuid;
 
 const INTERVAL_MS: u64 = 1000;
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Stores every valid report; answers with `next_report_after_ms`.
-struct TestCollector {
-    reports: Arc<Mutex<Vec<Report>>>,
-    next_report_after_ms: u64,
-}
-
-#[tonic::async_trait]
-impl Collector for TestCollector {
-    async fn push(&self, request: Request<Report>) -> Result<Response<PushAck>, Status> {
-        let report = request.into_inner();
-        sensor_report::validate(&report).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.reports.lock().unwrap().push(report);
-        Ok(Response::new(PushAck { next_report_after_ms: self.next_report_after_ms }))
-    }
-}
 
 struct RunningCollector {
     reports: Arc<Mutex<Vec<Report>>>,
@@ -68,7 +50,7 @@ impl RunningCollector {
             }
         };
         let reports = Arc::new(Mutex::new(Vec::new()));
-        let service = CollectorServer::new(TestCollector { reports: reports.clone(), next_report_after_ms });
+        let service = TestCollector { reports: reports.clone(), next_report_after_ms }.service();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
