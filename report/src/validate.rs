@@ -91,6 +91,7 @@ pub fn validate(report: &Report) -> Result<PeerIdSketch, ReportError> {
     }
     if let Some(relay) = &report.relay {
         bounded("relay.peer_id", &relay.peer_id)?;
+        bounded("relay.reachability", &relay.reachability)?;
         bounded_list("listen_addrs", relay.listen_addrs.len(), MAX_LIST_ITEMS)?;
         for addr in &relay.listen_addrs {
             bounded("listen_addr", addr)?;
@@ -102,6 +103,8 @@ pub fn validate(report: &Report) -> Result<PeerIdSketch, ReportError> {
             bounded("transport", &t.transport)?;
         }
         bounded("hole_punch.relay", &punch.relay)?;
+        bounded("hole_punch.peer_id", &punch.peer_id)?;
+        bounded("hole_punch.reachability", &punch.reachability)?;
         let n = punch.time_to_direct_ms_buckets.len();
         if n != 0 && n != TIME_TO_DIRECT_BUCKETS {
             return Err(ReportError::InvalidHistogram(n));
@@ -155,5 +158,14 @@ mod tests {
         let mut r = report();
         r.network = "x".repeat(MAX_STRING_BYTES + 1);
         assert_eq!(validate(&r).unwrap_err().kind(), "over_bound");
+        let buckets = vec![0; crate::TIME_TO_DIRECT_BUCKETS];
+        for long in [
+            HolePunchSummary { peer_id: "x".repeat(MAX_STRING_BYTES + 1), ..Default::default() },
+            HolePunchSummary { reachability: "x".repeat(MAX_STRING_BYTES + 1), ..Default::default() },
+        ] {
+            let mut r = report();
+            r.hole_punch = Some(HolePunchSummary { time_to_direct_ms_buckets: buckets.clone(), ..long });
+            assert_eq!(validate(&r).unwrap_err().kind(), "over_bound");
+        }
     }
 }

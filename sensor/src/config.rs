@@ -240,7 +240,7 @@ pub struct CliOverrides {
     pub data_dir: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub allow_private_targets: Option<bool>,
-    /// `sensor relay --listen`: replaces both `relay.listen_tcp` and `relay.listen_quic`.
+    /// `sensor relay --listen`: replaces `relay.listen_tcp`, `relay.listen_quic` and their alternates.
     pub relay_listen: Option<RelayListen>,
     /// `sensor relay --external-address`: replaces `relay.external_addresses`.
     pub relay_external_addresses: Option<Vec<Multiaddr>>,
@@ -260,6 +260,10 @@ pub struct CliOverrides {
     pub punch_identity_file: Option<PathBuf>,
     /// `sensor punch --listen`: replaces `punch.listen`.
     pub punch_listen: Option<Vec<Multiaddr>>,
+    /// `sensor punch --kaspa-bridge`.
+    pub punch_kaspa_bridge: Option<SocketAddr>,
+    /// `sensor punch --kaspa-handshake`.
+    pub punch_kaspa_handshake: Option<bool>,
 }
 
 /// How an environment value is turned into a TOML value.
@@ -310,6 +314,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("report.sender", Kind::Str, "This pod's name in reports; \"\" = the sensor id"),
     ("relay.listen_tcp", Kind::Str, "sensor relay: TCP listen address ip:port; \"\" = no TCP listener"),
     ("relay.listen_quic", Kind::Str, "sensor relay: QUIC v1 (UDP) listen address ip:port; \"\" = no QUIC listener"),
+    ("relay.listen_tcp_alternate", Kind::Str, "sensor relay: a second TCP listen address ip:port (same IP, another port) for clients' address-mapping test; \"\" = none"),
+    ("relay.listen_quic_alternate", Kind::Str, "sensor relay: a second QUIC listen address ip:port for clients' address-mapping test; \"\" = none"),
     ("relay.external_addresses", Kind::List, "sensor relay: multiaddrs it is reachable at (/ip4|ip6|dns*/HOST/tcp/PORT or .../udp/PORT/quic-v1), given to clients in reservations; none = every reservation is refused; the environment variable is a comma-separated list"),
     ("relay.identity_file", Kind::Str, "sensor relay: protobuf-encoded libp2p keypair; created (Ed25519, mode 0600) when absent; \"\" = <data_dir>/relay_identity.key"),
     ("relay.max_reservations", Kind::Int, "sensor relay: reservations held at once at most; 1..=100000"),
@@ -325,6 +331,10 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("punch.timeout_secs", Kind::Int, "sensor punch: with targets, the bound of one attempt (0 = 30); without, how long the reservation is held (0 = until SIGTERM), seconds; 0..=86400"),
     ("punch.relay_node", Kind::Str, "sensor punch: name of the RelayNode the relay belongs to, carried in reports; \"\" = not attributed"),
     ("punch.identity_file", Kind::Str, "sensor punch: protobuf-encoded libp2p keypair; created (Ed25519, mode 0600) when absent; \"\" = <data_dir>/punch_identity.key"),
+    ("punch.targets_file", Kind::Str, "sensor punch: file of PeerIds to punch to besides punch.targets, one per line (# comments), re-read every round; \"\" = none"),
+    ("punch.interval_secs", Kind::Int, "sensor punch: 0 = one round of attempts, then exit; > 0 = hold the reservation and run a round every interval, seconds; 0..=86400"),
+    ("punch.kaspa_bridge", Kind::Str, "sensor punch: pipe incoming /p2psensor/kaspa/1 streams to this Kaspa P2P address ip:port (kaspad or sensor listen); \"\" = not served"),
+    ("punch.kaspa_handshake", Kind::Bool, "sensor punch: after each successful attempt, complete a Kaspa handshake over /p2psensor/kaspa/1 on the direct connection; true or false"),
     ("punch.listen", Kind::List, "sensor punch: local listen multiaddrs (/ip4|ip6/IP/tcp/PORT, .../udp/PORT/quic-v1), at least one; hole-punch dials reuse their ports; the environment variable is a comma-separated list"),
 ];
 
@@ -605,6 +615,8 @@ impl CliOverrides {
         if let Some(listen) = self.relay_listen {
             config.relay.listen_tcp = listen.tcp;
             config.relay.listen_quic = listen.quic;
+            config.relay.listen_tcp_alternate = listen.tcp_alternate;
+            config.relay.listen_quic_alternate = listen.quic_alternate;
         }
         if let Some(addrs) = &self.relay_external_addresses {
             config.relay.external_addresses = addrs.clone();
@@ -629,6 +641,12 @@ impl CliOverrides {
         }
         if let Some(file) = &self.punch_identity_file {
             config.punch.identity_file = Some(file.clone());
+        }
+        if let Some(address) = self.punch_kaspa_bridge {
+            config.punch.kaspa_bridge = Some(address);
+        }
+        if let Some(on) = self.punch_kaspa_handshake {
+            config.punch.kaspa_handshake = on;
         }
         if let Some(listen) = &self.punch_listen {
             config.punch.listen = listen.clone();

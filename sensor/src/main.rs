@@ -139,6 +139,17 @@ struct PunchArgs {
     /// address, with this peer's PeerId).
     #[arg(long)]
     json: bool,
+    /// Pipe incoming /p2psensor/kaspa/1 streams to this Kaspa P2P address (kaspad or `sensor
+    /// listen`), so punching peers can handshake with it over the direct connection.
+    #[arg(long, value_name = "IP:PORT")]
+    kaspa_bridge: Option<SocketAddr>,
+    /// Kaspa network of the Version sent with --kaspa-handshake [default: mainnet].
+    #[arg(long, value_name = "NAME")]
+    network: Option<Network>,
+    /// After each successful attempt, complete a Kaspa handshake (Version/Verack/Ready) over a
+    /// /p2psensor/kaspa/1 stream on the direct connection, and record it with the attempt.
+    #[arg(long)]
+    kaspa_handshake: bool,
     /// Attempts per target [default: 1].
     #[arg(long, value_name = "N")]
     attempts: Option<u32>,
@@ -165,6 +176,9 @@ impl PunchArgs {
             punch_timeout_secs: self.timeout_secs,
             punch_identity_file: self.identity.clone(),
             punch_listen: (!self.listen.is_empty()).then(|| self.listen.clone()),
+            network: self.network,
+            punch_kaspa_bridge: self.kaspa_bridge,
+            punch_kaspa_handshake: self.kaspa_handshake.then_some(true),
             ..CliOverrides::default()
         }
     }

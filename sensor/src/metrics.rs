@@ -285,6 +285,43 @@ impl PunchMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReachabilityLabels {
+    /// `public` | `private-cone` | `private-symmetric` | `unknown`.
+    pub verdict: &'static str,
+}
+
+/// `sensor_reachability{verdict}`: 1 for the node's current self-reachability verdict, 0 for the
+/// others (every label pre-created), in `sensor relay` and `sensor punch`.
+#[derive(Clone, Debug)]
+pub struct ReachabilityMetrics {
+    pub verdict: Family<ReachabilityLabels, Gauge>,
+    labels: Vec<&'static str>,
+}
+
+impl ReachabilityMetrics {
+    /// Registers `sensor_reachability` with one series per label in `verdicts`.
+    pub fn register(registry: &mut Registry, verdicts: &[&'static str]) -> ReachabilityMetrics {
+        let m = ReachabilityMetrics { verdict: Family::default(), labels: verdicts.to_vec() };
+        registry.register(
+            "sensor_reachability",
+            "Self-reachability verdict of this libp2p node (AutoNAT and the address-mapping test): 1 = current",
+            m.verdict.clone(),
+        );
+        for &verdict in verdicts {
+            let _ = m.verdict.get_or_create(&ReachabilityLabels { verdict });
+        }
+        m
+    }
+
+    /// Makes `current` the one series at 1.
+    pub fn set(&self, current: &'static str) {
+        for &verdict in &self.labels {
+            self.verdict.get_or_create(&ReachabilityLabels { verdict }).set(i64::from(verdict == current));
+        }
+    }
+}
+
 /// Renders the registry in the OpenMetrics text format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();

@@ -222,7 +222,7 @@ async fn aggregate_matching(collector: &Collector, expected: &Truth, sensors: &[
 async fn fleet_status_equals_the_sensors_databases_across_a_collector_restart() {
     let fleet: SensorFleet = serde_norway::from_str(FLEET_YAML).unwrap();
     let collector_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let rendered = operator::fleet::sensor_config::render(&fleet, "sensors", "lab", "http://unused:1", 10_000);
+    let rendered = operator::fleet::sensor_config::render(&fleet, "sensors", "lab", "http://unused:1", 10_000, None);
     let collector = Collector::start(collector_addr).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start_sensor(dir_a.path(), "lab-sensor-0", &rendered, collector_addr);
@@ -301,8 +301,14 @@ fn the_sensor_accepts_every_config_the_operator_renders() {
         ),
     ] {
         let fleet: SensorFleet = serde_norway::from_str(&yaml).unwrap();
-        let toml =
-            operator::fleet::sensor_config::render(&fleet, "sensors", "lab", "http://collector.ns.svc:50051", 10_000);
+        let toml = operator::fleet::sensor_config::render(
+            &fleet,
+            "sensors",
+            "lab",
+            "http://collector.ns.svc:50051",
+            10_000,
+            None,
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sensor.toml");
         std::fs::write(&path, &toml).unwrap();
@@ -315,4 +321,28 @@ fn the_sensor_accepts_every_config_the_operator_renders() {
         assert_eq!(config.report.owner_name, "lab");
         assert_eq!(config.report_sender(), "lab-sensor-0");
     }
+}
+
+/// The `[punch]` section the operator renders for a fleet with a resolved relay is one the
+/// sensor loads: the sidecar's mode is rounds, with the relay, its RelayNode and the targets file.
+#[test]
+fn the_rendered_punch_section_loads_as_a_rounds_mode_punch_client() {
+    use operator::fleet::punch::PunchRelay;
+    use sensor::p2p::punch::{Mode, PunchSettings};
+
+    let fleet: SensorFleet = serde_norway::from_str(FLEET_YAML).unwrap();
+    let relay_id = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+    let relay = PunchRelay { node: "edge".into(), multiaddr: format!("/ip4/203.0.113.7/tcp/4001/p2p/{relay_id}") };
+    let rendered =
+        operator::fleet::sensor_config::render(&fleet, "sensors", "lab", "http://unused:1", 10_000, Some(&relay));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sensor.toml");
+    std::fs::write(&file, &rendered).unwrap();
+    let (config, _) = sensor::config::Config::load(Some(&file), Vec::new(), &Default::default())
+        .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    let settings = PunchSettings::from_config(&config).expect("a punch client can start from it");
+    assert_eq!(settings.relay.to_string(), relay.multiaddr);
+    assert_eq!(settings.relay_node, "edge");
+    assert!(matches!(settings.mode, Mode::Rounds { .. }), "{:?}", settings.mode);
+    assert!(settings.targets_file.is_some(), "{rendered}");
 }

@@ -16,6 +16,14 @@ pub struct RelayConfig {
     /// QUIC v1 (UDP) listen address (`SENSOR_RELAY_LISTEN_QUIC`); `None`/`""` (default) = no QUIC.
     #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
     pub listen_quic: Option<SocketAddr>,
+    /// A second TCP listen address (`SENSOR_RELAY_LISTEN_TCP_ALTERNATE`), same IP, another port:
+    /// clients connect to both and compare the addresses each observes them at (the
+    /// address-mapping test, RFC 5780 §4.3). `None`/`""` (default) = none.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub listen_tcp_alternate: Option<SocketAddr>,
+    /// The same for QUIC (`SENSOR_RELAY_LISTEN_QUIC_ALTERNATE`). `None`/`""` (default) = none.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub listen_quic_alternate: Option<SocketAddr>,
     /// Multiaddrs the relay is reachable at, told to clients in reservations
     /// (`SENSOR_RELAY_EXTERNAL_ADDRESSES`, comma-separated). Without one the relay refuses every
     /// reservation (rust-libp2p relay 0.22 needs a confirmed external address). Default none.
@@ -76,6 +84,27 @@ pub struct PunchConfig {
     /// to. Default `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`.
     #[serde(serialize_with = "ser_multiaddrs", deserialize_with = "de_multiaddrs")]
     pub listen: Vec<Multiaddr>,
+    /// A file of PeerIds to punch to besides `targets` (`SENSOR_PUNCH_TARGETS_FILE`): one base58
+    /// PeerId per line, `#` comments and blank lines ignored, the client's own PeerId skipped,
+    /// re-read before every round (the operator writes the fleet's members there). A missing or
+    /// unreadable file is an empty list (logged); a malformed line is skipped (logged, counted).
+    /// `None`/`""` (default) = none.
+    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
+    pub targets_file: Option<PathBuf>,
+    /// Seconds between rounds, 0..=86400. 0 (default): one round of attempts, then exit (without
+    /// targets: hold the reservation). > 0: hold the reservation and run a round of attempts
+    /// against the current targets every `interval_secs` until SIGTERM (the operator's sidecar).
+    pub interval_secs: u64,
+    /// Kaspa over a hole-punched connection, accepting side (`SENSOR_PUNCH_KASPA_BRIDGE`): pipe
+    /// every incoming `/p2psensor/kaspa/1` stream to this Kaspa P2P address (a kaspad, or `sensor
+    /// listen`), byte for byte. `None`/`""` (default) = the protocol is not served.
+    #[serde(serialize_with = "ser_opt", deserialize_with = "de_opt_addr")]
+    pub kaspa_bridge: Option<SocketAddr>,
+    /// Kaspa over a hole-punched connection, dialling side (`SENSOR_PUNCH_KASPA_HANDSHAKE`): after
+    /// each successful attempt, complete a Kaspa handshake (network = `network`) over a
+    /// `/p2psensor/kaspa/1` stream on the direct connection and record it with the attempt.
+    /// Default false.
+    pub kaspa_handshake: bool,
 }
 
 /// The bound of one punch attempt when `punch.timeout_secs` is 0. DCUtR failures take ~15 s
@@ -91,6 +120,10 @@ impl Default for PunchConfig {
             timeout_secs: 0,
             relay_node: String::new(),
             identity_file: None,
+            targets_file: None,
+            interval_secs: 0,
+            kaspa_bridge: None,
+            kaspa_handshake: false,
             listen: vec![
                 Multiaddr::empty().with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED)).with(Protocol::Tcp(0)),
                 Multiaddr::empty()
@@ -107,6 +140,8 @@ impl Default for RelayConfig {
         Self {
             listen_tcp: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4001))),
             listen_quic: None,
+            listen_tcp_alternate: None,
+            listen_quic_alternate: None,
             external_addresses: Vec::new(),
             identity_file: None,
             max_reservations: 128,
@@ -120,16 +155,20 @@ impl Default for RelayConfig {
     }
 }
 
-/// The relay's listeners as given on the command line; `None` = that transport is off.
+/// The relay's listeners as given on the command line; `None` = that transport is off. The
+/// alternates are the second address of a transport (see `relay.listen_tcp_alternate`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelayListen {
     pub tcp: Option<SocketAddr>,
     pub quic: Option<SocketAddr>,
+    pub tcp_alternate: Option<SocketAddr>,
+    pub quic_alternate: Option<SocketAddr>,
 }
 
 impl RelayListen {
     /// From `--listen` multiaddrs: each is `/ip4|ip6/ADDR/tcp/PORT` or
-    /// `/ip4|ip6/ADDR/udp/PORT/quic-v1`, at most one of each transport.
+    /// `/ip4|ip6/ADDR/udp/PORT/quic-v1`, at most two of each transport (the second is the
+    /// alternate port of the address-mapping test).
     ///
     /// Errors: [`SensorError::Config`] with key `--listen` naming the offending address.
     pub fn from_multiaddrs(addrs: &[Multiaddr]) -> Result<RelayListen> {
@@ -142,14 +181,14 @@ impl RelayListen {
                 Some((Protocol::Ip6(ip), rest)) => (std::net::IpAddr::V6(*ip), rest),
                 _ => return Err(bad("must start with /ip4/ADDR or /ip6/ADDR")),
             };
-            let (slot, port) = match rest {
-                [Protocol::Tcp(port)] => (&mut listen.tcp, *port),
-                [Protocol::Udp(port), Protocol::QuicV1] => (&mut listen.quic, *port),
+            let (slots, port) = match rest {
+                [Protocol::Tcp(port)] => ([&mut listen.tcp, &mut listen.tcp_alternate], *port),
+                [Protocol::Udp(port), Protocol::QuicV1] => ([&mut listen.quic, &mut listen.quic_alternate], *port),
                 _ => return Err(bad("must be /ip4|ip6/ADDR/tcp/PORT or /ip4|ip6/ADDR/udp/PORT/quic-v1")),
             };
-            if slot.is_some() {
-                return Err(bad("only one TCP and one QUIC listen address are supported"));
-            }
+            let Some(slot) = slots.into_iter().find(|s| s.is_none()) else {
+                return Err(bad("at most two TCP and two QUIC listen addresses (the second is the alternate port)"));
+            };
             *slot = Some(SocketAddr::new(ip, port));
         }
         Ok(listen)
@@ -170,6 +209,20 @@ impl RelayConfig {
         if self.listen_tcp.is_none() && self.listen_quic.is_none() {
             return Err(config_err("relay.listen_tcp", "relay.listen_tcp and relay.listen_quic are both empty"));
         }
+        for (key, primary, alternate) in [
+            ("relay.listen_tcp_alternate", self.listen_tcp, self.listen_tcp_alternate),
+            ("relay.listen_quic_alternate", self.listen_quic, self.listen_quic_alternate),
+        ] {
+            let Some(alternate) = alternate else { continue };
+            match primary {
+                None => return Err(config_err(key, "needs the primary listen address of its transport")),
+                Some(p) if p.ip() != alternate.ip() || (p.port() == alternate.port() && p.port() != 0) => {
+                    let reason = format!("{alternate} must have {p}'s IP and another port");
+                    return Err(config_err(key, reason));
+                }
+                Some(_) => {}
+            }
+        }
         for addr in &self.external_addresses {
             check_external_address(addr)
                 .map_err(|reason| config_err("relay.external_addresses", format!("{:?} {reason}", addr.to_string())))?;
@@ -183,6 +236,7 @@ impl PunchConfig {
     pub(super) fn validate(&self, range: RangeCheck) -> Result<()> {
         range("punch.attempts", u64::from(self.attempts), 1, Some(1000))?;
         range("punch.timeout_secs", self.timeout_secs, 0, Some(86_400))?;
+        range("punch.interval_secs", self.interval_secs, 0, Some(86_400))?;
         if self.relay_node.len() > sensor_report::MAX_STRING_BYTES {
             let reason =
                 format!("must be at most {} bytes, got {}", sensor_report::MAX_STRING_BYTES, self.relay_node.len());

@@ -430,14 +430,24 @@ fn relay_flags_override_env_and_file() {
 }
 
 #[test]
-fn relay_listen_flags_are_one_tcp_and_one_quic_multiaddr() {
+fn relay_listen_flags_are_tcp_and_quic_multiaddrs_with_alternates() {
     let both = RelayListen::from_multiaddrs(&multiaddrs(&["/ip4/127.0.0.1/udp/7/quic-v1", "/ip6/::1/tcp/8"])).unwrap();
-    assert_eq!(both, RelayListen { tcp: Some("[::1]:8".parse().unwrap()), quic: Some("127.0.0.1:7".parse().unwrap()) });
+    let expected = RelayListen {
+        tcp: Some("[::1]:8".parse().unwrap()),
+        quic: Some("127.0.0.1:7".parse().unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(both, expected);
+    let alt = RelayListen::from_multiaddrs(&multiaddrs(&["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"])).unwrap();
+    assert_eq!(
+        (alt.tcp, alt.tcp_alternate),
+        (Some("127.0.0.1:1".parse().unwrap()), Some("127.0.0.1:2".parse().unwrap()))
+    );
     for bad in [
         &["/ip4/127.0.0.1/udp/7"][..],
         &["/dns4/x/tcp/1"],
         &["/ip4/127.0.0.1/tcp/1/p2p-circuit"],
-        &["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.2/tcp/2"],
+        &["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2", "/ip4/127.0.0.1/tcp/3"],
     ] {
         match RelayListen::from_multiaddrs(&multiaddrs(bad)) {
             Err(SensorError::Config { key, reason }) => {
@@ -471,6 +481,21 @@ fn relay_errors_name_their_key() {
     assert!(reason.contains("both empty"), "{reason}");
     // A QUIC-only relay is fine.
     assert!(load(Some("[relay]\nlisten_tcp = \"\"\nlisten_quic = \"0.0.0.0:4001\"\n"), &[], &cli).is_ok());
+    let (key, reason) = err_key(load(Some("[relay]\nlisten_quic_alternate = \"0.0.0.0:4002\"\n"), &[], &cli));
+    assert_eq!(key, "relay.listen_quic_alternate");
+    assert!(reason.contains("needs the primary"), "{reason}");
+    let alternate = |a: &str| load(Some(&format!("[relay]\nlisten_tcp_alternate = \"{a}\"\n")), &[], &cli);
+    let (key, reason) = err_key(alternate("10.0.0.1:4002"));
+    assert_eq!(key, "relay.listen_tcp_alternate");
+    assert!(reason.contains("must have 0.0.0.0:4001's IP and another port"), "{reason}");
+    assert!(err_key(alternate("0.0.0.0:4001")).1.contains("another port"));
+    let (config, _) = alternate("0.0.0.0:4002").expect("same IP, another port");
+    assert_eq!(config.relay.listen_tcp_alternate, Some("0.0.0.0:4002".parse().unwrap()));
+    let (config, _) =
+        load(None, &[("SENSOR_PUNCH_INTERVAL_SECS", "300"), ("SENSOR_PUNCH_TARGETS_FILE", "/etc/t")], &cli)
+            .expect("punch keys from the environment");
+    assert_eq!((config.punch.interval_secs, config.punch.targets_file), (300, Some("/etc/t".into())));
+    assert_eq!(err_key(load(Some("[punch]\ninterval_secs = 86401\n"), &[], &cli)).0, "punch.interval_secs");
 
     let check = |f: fn(&mut Config), key: &str, reason: &str| {
         let mut config = Config::default();

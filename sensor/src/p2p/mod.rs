@@ -13,7 +13,9 @@
 //! of the sensor ([`crate::metrics`]), served on the same `/metrics`.
 
 pub mod identity;
+pub mod kaspa_stream;
 pub mod punch;
+pub mod reachability;
 pub mod relay;
 pub mod stats;
 pub mod swarm;

@@ -26,7 +26,10 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, TransportError, core::transport::ListenerId, metrics::Recorder, multiaddr::Protocol,
+    Multiaddr, PeerId, Swarm, TransportError,
+    core::{ConnectedPoint, transport::ListenerId},
+    metrics::Recorder,
+    multiaddr::Protocol,
     swarm::SwarmEvent,
 };
 use sensor_report::v1::RelaySummary;
@@ -34,6 +37,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
     identity,
+    reachability::{MappingTest, Reachability},
     stats::{RelayMetrics, ReservationTracker},
     swarm::{self, RelayBehaviour, RelayBehaviourEvent},
 };
@@ -41,7 +45,7 @@ use crate::{
     config::Config,
     error::{Result, SensorError},
     http,
-    metrics::Metrics,
+    metrics::{Metrics, ReachabilityMetrics},
     report::{Reporter, ReporterSettings, Source},
 };
 
@@ -90,6 +94,9 @@ impl RelayServer {
         let (metrics, mut registry) = Metrics::new();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
         let relay_metrics = RelayMetrics::register(&mut registry);
+        let reachability_metrics =
+            ReachabilityMetrics::register(&mut registry, &Reachability::ALL.map(Reachability::as_str));
+        reachability_metrics.set(Reachability::Unknown.as_str());
         let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
             SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
         })?;
@@ -97,17 +104,18 @@ impl RelayServer {
 
         let mut swarm = swarm::build(key, &config.relay)?;
         let mut listeners = Vec::new();
-        if let Some(address) = config.relay.listen_tcp {
-            check_tcp_port_free(address)?;
-            let id = swarm
-                .listen_on(socket_multiaddr(address, false))
-                .map_err(|e| bind_error("relay TCP listener", address, e))?;
-            listeners.push((id, address));
-        }
-        if let Some(address) = config.relay.listen_quic {
-            let id = swarm
-                .listen_on(socket_multiaddr(address, true))
-                .map_err(|e| bind_error("relay QUIC listener", address, e))?;
+        let r = &config.relay;
+        for (address, quic, what) in [
+            (r.listen_tcp, false, "relay TCP listener"),
+            (r.listen_tcp_alternate, false, "relay TCP listener (alternate port)"),
+            (r.listen_quic, true, "relay QUIC listener"),
+            (r.listen_quic_alternate, true, "relay QUIC listener (alternate port)"),
+        ] {
+            let Some(address) = address else { continue };
+            if !quic {
+                check_tcp_port_free(address)?;
+            }
+            let id = swarm.listen_on(socket_multiaddr(address, quic)).map_err(|e| bind_error(what, address, e))?;
             listeners.push((id, address));
         }
         for addr in &external_addrs {
@@ -121,12 +129,16 @@ impl RelayServer {
         }
 
         let shared = Arc::new(Mutex::new(Vec::new()));
+        let reachability = Arc::new(Mutex::new(Reachability::Unknown));
         let mut events = EventLoop {
             swarm,
             libp2p_metrics,
             relay_metrics: relay_metrics.clone(),
             tracker: ReservationTracker::default(),
             addresses: shared.clone(),
+            mapping: MappingTest::default(),
+            reachability: reachability.clone(),
+            reachability_metrics,
         };
         let listen_addrs = events.wait_listening(&listeners).await?;
 
@@ -137,7 +149,7 @@ impl RelayServer {
         let swarm_task = tokio::spawn(events.run(shutdown_rx));
         ready.store(true, Ordering::SeqCst);
         let reporter = report.map(|settings| {
-            let source = relay_source(peer_id, shared, relay_metrics);
+            let source = relay_source(peer_id, shared, reachability, relay_metrics);
             Reporter::start(ReporterSettings { source, ..settings }, metrics.clone())
         });
         tracing::info!(
@@ -185,8 +197,14 @@ pub async fn run(config: Config) -> Result<()> {
     relay.shutdown().await
 }
 
-/// The report source of a relay: its PeerId, addresses and counters, read at each report.
-fn relay_source(peer_id: PeerId, addresses: Arc<Mutex<Vec<String>>>, metrics: RelayMetrics) -> Source {
+/// The report source of a relay: its PeerId, addresses, reachability and counters, read at each
+/// report.
+fn relay_source(
+    peer_id: PeerId,
+    addresses: Arc<Mutex<Vec<String>>>,
+    reachability: Arc<Mutex<Reachability>>,
+    metrics: RelayMetrics,
+) -> Source {
     let peer_id = peer_id.to_base58();
     Source::Relay(Arc::new(move || RelaySummary {
         peer_id: peer_id.clone(),
@@ -195,6 +213,7 @@ fn relay_source(peer_id: PeerId, addresses: Arc<Mutex<Vec<String>>>, metrics: Re
         circuits_active: u64::try_from(metrics.circuits_active.get()).unwrap_or(0),
         reservations_accepted_total: metrics.reservations_accepted_total(),
         circuits_total: metrics.circuits_total(),
+        reachability: reachability.lock().map_or(Reachability::Unknown, |r| *r).as_str().to_owned(),
     }))
 }
 
@@ -206,6 +225,11 @@ struct EventLoop {
     tracker: ReservationTracker,
     /// External addresses, then listen addresses, as text (for reports).
     addresses: Arc<Mutex<Vec<String>>>,
+    /// Self-reachability evidence: inbound connections from remote addresses prove the relay is
+    /// public ([`MappingTest::inbound_from`]).
+    mapping: MappingTest,
+    reachability: Arc<Mutex<Reachability>>,
+    reachability_metrics: ReachabilityMetrics,
 }
 
 impl EventLoop {
@@ -279,6 +303,17 @@ impl EventLoop {
                 tracing::debug!(%peer_id, remote = %endpoint.get_remote_address(), "connection established");
                 if !endpoint.is_relayed() {
                     self.tracker.connection_established(peer_id, connection_id);
+                }
+                if let ConnectedPoint::Listener { send_back_addr, .. } = &endpoint {
+                    self.mapping.inbound_from(send_back_addr);
+                    let verdict = self.mapping.verdict();
+                    if let Ok(mut current) = self.reachability.lock()
+                        && *current != verdict
+                    {
+                        tracing::info!(old = current.as_str(), new = verdict.as_str(), "self-reachability");
+                        *current = verdict;
+                        self.reachability_metrics.set(verdict.as_str());
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {

@@ -18,7 +18,7 @@ use tonic::{Code, transport::Channel, transport::Endpoint};
 
 use super::{
     snapshot::Snapshot,
-    summary::{Origin, agent, build_punch_report, build_relay_report, build_report},
+    summary::{Origin, PunchLive, agent, build_punch_report, build_relay_report, build_report},
 };
 use crate::{
     config::Config,
@@ -55,8 +55,9 @@ pub enum Source {
     Database(PathBuf),
     /// `sensor relay`: the relay's in-memory state, read once per report (must not block).
     Relay(Arc<dyn Fn() -> RelaySummary + Send + Sync>),
-    /// `sensor punch`: the attempts through `relay_node` stored in this SQLite file.
-    Punch { database: PathBuf, relay_node: String },
+    /// `sensor punch`: the attempts through `relay_node` stored in this SQLite file, and the
+    /// client's live state, read once per report (must not block).
+    Punch { database: PathBuf, relay_node: String, live: Arc<dyn Fn() -> PunchLive + Send + Sync> },
 }
 
 impl std::fmt::Debug for Source {
@@ -64,7 +65,7 @@ impl std::fmt::Debug for Source {
         match self {
             Source::Database(path) => f.debug_tuple("Database").field(path).finish(),
             Source::Relay(_) => f.write_str("Relay(..)"),
-            Source::Punch { database, relay_node } => {
+            Source::Punch { database, relay_node, .. } => {
                 f.debug_struct("Punch").field("database", database).field("relay_node", relay_node).finish()
             }
         }
@@ -194,8 +195,8 @@ impl Pusher {
             let report = build_relay_report(&self.settings.origin, self.sequence, generated_at, summary);
             return self.push(report, deadline).await;
         }
-        if let Source::Punch { relay_node, .. } = &self.settings.source {
-            let relay_node = relay_node.clone();
+        if let Source::Punch { relay_node, live, .. } = &self.settings.source {
+            let (relay_node, live) = (relay_node.clone(), live());
             let summary = match deadline {
                 None => self.read_punch(&relay_node).await,
                 Some(at) => match tokio::time::timeout_at(at, self.read_punch(&relay_node)).await {
@@ -208,7 +209,8 @@ impl Pusher {
                 Err(e) => return self.failed("error", &format!("reading the punch attempts: {e}")),
             };
             self.sequence += 1;
-            let report = build_punch_report(&self.settings.origin, self.sequence, generated_at, &relay_node, &summary);
+            let report =
+                build_punch_report(&self.settings.origin, self.sequence, generated_at, &relay_node, &live, &summary);
             return self.push(report, deadline).await;
         }
         let snapshot = match deadline {

@@ -25,4 +25,4 @@ pub mod summary;
 
 pub use client::{Reporter, ReporterSettings, Source};
 pub use snapshot::Snapshot;
-pub use summary::{BuiltReport, Origin, build_punch_report, build_relay_report, build_report};
+pub use summary::{BuiltReport, Origin, PunchLive, build_punch_report, build_relay_report, build_report};

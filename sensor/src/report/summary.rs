@@ -8,7 +8,7 @@ use sensor_report::{
 };
 
 use super::snapshot::Snapshot;
-use crate::{config::Config, kaspa::network::Network, store::PunchSummary};
+use crate::{config::Config, kaspa::network::Network, p2p::reachability::Reachability, store::PunchSummary};
 
 /// Who a report is from and whom it belongs to; fixed for the life of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,16 @@ pub fn build_relay_report(origin: &Origin, sequence: u64, generated_at_unix_ms: 
     }
 }
 
+/// What a hole-punch client's report says about the client itself, read when the report is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PunchLive {
+    /// The client's base58 PeerId.
+    pub peer_id: String,
+    /// A reservation on the relay is held right now.
+    pub reservation_held: bool,
+    pub reachability: Reachability,
+}
+
 /// Builds report number `sequence` of a hole-punch client (`sensor punch`) from its stored
 /// attempts through `relay_node`: a `HolePunchSummary` whose `relay` is `relay_node`, no peer
 /// summary, empty `network` (the punch client classifies no Kaspa peers).
@@ -87,6 +97,7 @@ pub fn build_punch_report(
     sequence: u64,
     generated_at_unix_ms: i64,
     relay_node: &str,
+    live: &PunchLive,
     summary: &PunchSummary,
 ) -> Report {
     let (mut attempts, mut successes) = (0u64, 0u64);
@@ -133,6 +144,9 @@ pub fn build_punch_report(
             by_transport,
             time_to_direct_ms_buckets: buckets,
             relay: truncate(relay_node, MAX_STRING_BYTES).to_owned(),
+            peer_id: truncate(&live.peer_id, MAX_STRING_BYTES).to_owned(),
+            reservation_held: live.reservation_held,
+            reachability: live.reachability.as_str().to_owned(),
         }),
         agent: agent(),
     }
@@ -240,6 +254,10 @@ mod tests {
             network: Network::Testnet10,
             started_at_unix_ms: 1_700_000_000_000,
         }
+    }
+
+    fn live() -> PunchLive {
+        PunchLive { peer_id: "12D3KooWPunch".into(), reservation_held: true, reachability: Reachability::PrivateCone }
     }
 
     /// Peer id `n` as stored: 16 bytes of lower-case hex.
@@ -374,6 +392,7 @@ mod tests {
             circuits_active: 1,
             reservations_accepted_total: 5,
             circuits_total: 3,
+            reachability: "public".into(),
         };
         let report = build_relay_report(&origin, 4, 1_700_000_000_500, relay);
         assert!(validate(&report).is_ok());
@@ -402,20 +421,24 @@ mod tests {
             ],
             time_to_direct_ms: vec![(0, 1), (10, 1), (11, 1), (70_000, 1)],
         };
-        let report = build_punch_report(&origin(), 3, 1_700_000_000_000, "edge", &summary);
+        let report = build_punch_report(&origin(), 3, 1_700_000_000_000, "edge", &live(), &summary);
         validate(&report).expect("the collector accepts it");
         assert!(report.peers.is_none() && report.relay.is_none());
         assert_eq!((report.sequence, report.network.as_str()), (3, ""));
         let p = report.hole_punch.unwrap();
         assert_eq!((p.attempts, p.successes, p.failures), (8, 4, 4), "cancelled attempts are left out");
         assert_eq!(p.relay, "edge");
+        assert_eq!(
+            (p.peer_id.as_str(), p.reservation_held, p.reachability.as_str()),
+            ("12D3KooWPunch", true, "private-cone")
+        );
         let by: Vec<_> = p.by_transport.iter().map(|t| (t.transport.as_str(), t.attempts, t.successes)).collect();
         assert_eq!(by, [("quic", 4, 3), ("tcp", 4, 1)]);
         assert_eq!(p.time_to_direct_ms_buckets.len(), TIME_TO_DIRECT_BUCKETS);
         assert_eq!(p.time_to_direct_ms_buckets[0], 2);
         assert_eq!(p.time_to_direct_ms_buckets[1], 1);
         assert_eq!(p.time_to_direct_ms_buckets[TIME_TO_DIRECT_BUCKETS - 1], 1);
-        let empty = build_punch_report(&origin(), 1, 0, "", &PunchSummary::default()).hole_punch.unwrap();
+        let empty = build_punch_report(&origin(), 1, 0, "", &live(), &PunchSummary::default()).hole_punch.unwrap();
         assert_eq!((empty.attempts, empty.failures, empty.by_transport.len()), (0, 0, 0));
         assert_eq!(empty.time_to_direct_ms_buckets, vec![0; TIME_TO_DIRECT_BUCKETS]);
     }

@@ -145,7 +145,10 @@ mod tests {
     use super::*;
     use crate::{
         metrics::Metrics,
-        p2p::punch::attempt::{AttemptTracker, NatVerdict, Transport},
+        p2p::{
+            punch::attempt::{AttemptTracker, Transport},
+            reachability::Reachability,
+        },
         store::{Store, StoreOptions},
     };
 
@@ -173,7 +176,8 @@ mod tests {
             relay_node: relay_node.into(),
             target: "12D3KooWtarget".into(),
             attempt: n,
-            nat_verdict: NatVerdict::Private,
+            nat_verdict: Reachability::PrivateCone,
+            kaspa: None,
             result,
         }
     }
@@ -202,7 +206,7 @@ mod tests {
         assert_eq!((row.dcutr_rounds, row.time_to_direct_ms, row.duration_ms), (Some(0), Some(12), 12));
         assert_eq!((row.direct_rtt_ms, row.relayed_rtt_ms), (Some(0.75), None));
         assert_eq!(row.direct_address.as_deref(), Some("/ip4/10.0.0.2/tcp/9"));
-        assert_eq!((row.nat_verdict.as_str(), row.error.as_deref()), ("private", None));
+        assert_eq!((row.nat_verdict.as_str(), row.error.as_deref()), ("private-cone", None));
         let failed = rows.iter().find(|r| r.outcome == "no_relay_connection").unwrap();
         assert_eq!((failed.dcutr_rounds, failed.time_to_direct_ms), (None, None));
         assert_eq!(failed.error.as_deref(), Some("NO_RESERVATION"));

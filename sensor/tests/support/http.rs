@@ -112,6 +112,8 @@ fn parse_labels(text: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    // A harness-less bench that includes this module builds with cfg(test) but drops #[test]s.
+    #[allow(unused_imports)]
     use super::*;
 
     #[test]

@@ -8,3 +8,4 @@ pub mod kaspad;
 pub mod natlab;
 pub mod netns;
 pub mod process;
+pub mod punchlab;

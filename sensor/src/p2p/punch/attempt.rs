@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::format_timestamp;
+use crate::{p2p::reachability::Reachability, store::format_timestamp};
 
 /// Rounds after which libp2p-dcutr's listener side gives up (its private
 /// `MAX_NUMBER_OF_UPGRADE_ATTEMPTS`): after this many failed dials of ours no new round comes.
@@ -89,24 +89,6 @@ impl Transport {
             }
         }
         found
-    }
-}
-
-/// The AutoNAT (v1) status of the punching host when the attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NatVerdict {
-    Public,
-    Private,
-    Unknown,
-}
-
-impl NatVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NatVerdict::Public => "public",
-            NatVerdict::Private => "private",
-            NatVerdict::Unknown => "unknown",
-        }
     }
 }
 
@@ -383,8 +365,23 @@ pub struct PunchAttempt {
     pub target: String,
     /// 1-based number of this attempt for this target in this run.
     pub attempt: u32,
-    pub nat_verdict: NatVerdict,
+    /// The host's self-reachability (AutoNAT v1 and the address-mapping test) when the attempt
+    /// ended.
+    pub nat_verdict: Reachability,
     pub result: Finished,
+    /// Kaspa over the direct connection (`punch.kaspa_handshake`, successes only).
+    pub kaspa: Option<KaspaCheck>,
+}
+
+/// A Kaspa handshake (Version/Verack/Ready) over a `/p2psensor/kaspa/1` stream on the
+/// hole-punched connection, bridged by the target to its Kaspa node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KaspaCheck {
+    /// The node's user agent and network, and the time from the stream request to the node's
+    /// Ready, ms.
+    Done { user_agent: String, network: String, elapsed_ms: u64 },
+    /// Why it failed (the target serves no bridge, the node is unreachable, a timeout, …).
+    Failed(String),
 }
 
 /// Milliseconds with microsecond precision.
@@ -420,6 +417,10 @@ impl PunchAttempt {
             "duration_ms": whole_millis(r.duration),
             "nat_verdict": self.nat_verdict.as_str(),
             "error": r.error,
+            "kaspa_handshake_ms": match &self.kaspa { Some(KaspaCheck::Done { elapsed_ms, .. }) => Some(*elapsed_ms), _ => None },
+            "kaspa_user_agent": match &self.kaspa { Some(KaspaCheck::Done { user_agent, .. }) => Some(user_agent.as_str()), _ => None },
+            "kaspa_network": match &self.kaspa { Some(KaspaCheck::Done { network, .. }) => Some(network.as_str()), _ => None },
+            "kaspa_error": match &self.kaspa { Some(KaspaCheck::Failed(e)) => Some(e.as_str()), _ => None },
         })
     }
 
@@ -443,6 +444,13 @@ impl PunchAttempt {
             line.push_str(&format!(" relayed_rtt_ms={:.3}", millis(rtt)));
         }
         line.push_str(&format!(" nat={}", self.nat_verdict.as_str()));
+        match &self.kaspa {
+            Some(KaspaCheck::Done { user_agent, elapsed_ms, .. }) => {
+                line.push_str(&format!(" kaspa_handshake_ms={elapsed_ms} kaspa_user_agent={user_agent:?}"))
+            }
+            Some(KaspaCheck::Failed(e)) => line.push_str(&format!(" kaspa_error={e:?}")),
+            None => {}
+        }
         if let Some(e) = &r.error {
             line.push_str(&format!(" error={e:?}"));
         }
@@ -595,8 +603,9 @@ mod tests {
             relay_node: "edge".into(),
             target: "12D3KooWtarget".into(),
             attempt: 2,
-            nat_verdict: NatVerdict::Unknown,
+            nat_verdict: Reachability::Unknown,
             result,
+            kaspa: None,
         };
         let v = attempt.to_json();
         for key in [
@@ -618,6 +627,10 @@ mod tests {
             "duration_ms",
             "nat_verdict",
             "error",
+            "kaspa_handshake_ms",
+            "kaspa_user_agent",
+            "kaspa_network",
+            "kaspa_error",
         ] {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }
@@ -628,5 +641,16 @@ mod tests {
         assert!(v["relayed_rtt_ms"].is_null() && v["error"].is_null());
         let line = attempt.summary_line();
         assert!(line.contains("outcome=success") && line.contains("time_to_direct_ms=5"), "{line}");
+        assert!(v["kaspa_handshake_ms"].is_null() && v["kaspa_error"].is_null());
+        let done =
+            KaspaCheck::Done { user_agent: "/kaspad:2.1.0/".into(), network: "kaspa-devnet".into(), elapsed_ms: 8 };
+        let v = PunchAttempt { kaspa: Some(done), ..attempt.clone() }.to_json();
+        assert_eq!(
+            (v["kaspa_handshake_ms"].as_u64(), v["kaspa_user_agent"].as_str()),
+            (Some(8), Some("/kaspad:2.1.0/"))
+        );
+        let failed = PunchAttempt { kaspa: Some(KaspaCheck::Failed("no bridge".into())), ..attempt };
+        assert_eq!(failed.to_json()["kaspa_error"], "no bridge");
+        assert!(failed.summary_line().contains("kaspa_error=\"no bridge\""));
     }
 }

@@ -34,6 +34,8 @@ pub struct PunchBehaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub autonat: autonat::Behaviour,
+    /// `/p2psensor/kaspa/1` streams ([`crate::p2p::kaspa_stream`]).
+    pub stream: libp2p_stream::Behaviour,
 }
 
 /// AutoNAT v1 as a client of the relay only (`sensor relay` runs the server): first probe after
@@ -72,6 +74,7 @@ pub fn build(key: Keypair, relay: PeerId) -> Result<Swarm<PunchBehaviour>> {
                 ),
                 ping: ping::Behaviour::new(ping::Config::new().with_timeout(PING_TIMEOUT)),
                 autonat: autonat::Behaviour::new(peer_id, autonat_config()),
+                stream: libp2p_stream::Behaviour::new(),
             }
         })
         .map_err(|e| SensorError::io("setting up the punch behaviours", io::Error::other(e.to_string())))?
