@@ -165,7 +165,7 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
     let fleets = Arc::new(Mutex::new(HashMap::new()));
     for i in 0..n_fleets {
         let f = fleet(i, sensors);
-        let children = build(&f, &settings.build).unwrap();
+        let children = build(&f, &settings.build, None).unwrap();
         cache(&mut sa_w, children.service_account);
         cache(&mut cm_w, children.config_map);
         cache(&mut svc_w, children.headless_service);

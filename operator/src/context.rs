@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::Client;
@@ -59,6 +60,16 @@ pub struct Caches {
     pub config_maps: Store<ConfigMap>,
     pub service_accounts: Store<ServiceAccount>,
     pub secrets: Store<Secret>,
+}
+
+/// True once `store` has its first complete list. Never blocks: a store's readiness is a oneshot
+/// that wakes only its latest waiter, so it is polled rather than awaited.
+pub fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
 /// When each object's children were last applied in full.

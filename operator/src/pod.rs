@@ -24,17 +24,17 @@ pub struct ContainerParams<'a> {
     /// `(volume name, mount path, read only)`.
     pub mounts: Vec<(&'a str, &'a str, bool)>,
     pub resources: Option<ResourceRequirements>,
-    /// Port serving `/healthz` (liveness) and `/readyz` (readiness), if any.
-    pub health_port: Option<i32>,
+    /// Name of the container port serving `/healthz` (liveness) and `/readyz` (readiness), if any.
+    pub health_port: Option<&'a str>,
 }
 
 /// A container with the restricted security context: non-root, no privilege escalation, every
 /// capability dropped, read-only root filesystem, RuntimeDefault seccomp.
 pub fn container(p: ContainerParams<'_>) -> Container {
-    let probe = |path: &str, period: i32| Probe {
+    let probe = |port: &str, path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
+            port: IntOrString::String(port.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -71,8 +71,8 @@ pub fn container(p: ContainerParams<'_>) -> Container {
                 .collect(),
         ),
         resources: p.resources,
-        liveness_probe: p.health_port.map(|_| probe("/healthz", 20)),
-        readiness_probe: p.health_port.map(|_| probe("/readyz", 10)),
+        liveness_probe: p.health_port.map(|port| probe(port, "/healthz", 20)),
+        readiness_probe: p.health_port.map(|port| probe(port, "/readyz", 10)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

@@ -329,12 +329,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
 
 /// Kinds whose cache has not completed its first list (empty when all have).
 fn pending_caches(caches: &Caches) -> Vec<&'static str> {
-    fn ready<K: Resource + Clone>(store: &Store<K>) -> bool
-    where
-        K::DynamicType: Eq + std::hash::Hash + Clone,
-    {
-        matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
-    }
+    use crate::context::synced as ready;
     [
         ("SensorFleet", ready(&caches.fleets)),
         ("RelayNode", ready(&caches.relays)),

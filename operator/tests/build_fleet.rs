@@ -7,15 +7,32 @@ mod support;
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::PodSpec;
 use operator::fleet::build::{FleetChildren, Workload, build};
+use operator::fleet::punch::{Punch, PunchRelay};
 use operator::fleet::validate::validate;
 use support::{fixture, fleet_from_yaml, settings};
 
-const FIXTURES: [&str; 3] = ["statefulset-loadbalancer", "daemonset-hostnetwork", "statefulset-hostnetwork"];
+const FIXTURES: [&str; 4] =
+    ["statefulset-loadbalancer", "daemonset-hostnetwork", "statefulset-hostnetwork", "statefulset-punch"];
+
+/// PeerIds of test keys (Ed25519 public keys of 32 equal bytes).
+pub const RELAY_ID: &str = "12D3KooWFMiQUpmYgMd4rK23Q6VgdaNPWMJ9FuNin41qA9q2AGAu";
+pub const PEER_1: &str = "12D3KooW9tHTtS3inCZiYykw4u5G4frbjVFqhkmJX12gSNCVeH3e";
+pub const PEER_2: &str = "12D3KooW9xCm2jWjNVrwh51SWCQBMYdMyeU3NpT85QhLVkF6PcNM";
+pub const PEER_3: &str = "12D3KooWA284B2yjxoAAqAFwwVj6eRQ8DogF3t8wdpMzZ8Hh8wh4";
+
+/// The resolved relay of the `*-punch` fixtures, with `targets`.
+fn punch(targets: &[&str]) -> Punch {
+    Punch {
+        relay: PunchRelay { node: "edge".into(), multiaddr: format!("/ip4/203.0.113.7/tcp/4001/p2p/{RELAY_ID}") },
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+    }
+}
 
 fn children(name: &str) -> FleetChildren {
     let fleet = fleet_from_yaml(&fixture(&format!("fleet/{name}.yaml")), 1);
     validate(&fleet, &settings().build.sensor_image).unwrap_or_else(|e| panic!("{name} is valid: {e}"));
-    build(&fleet, &settings().build).unwrap()
+    let punch = name.ends_with("-punch").then(|| punch(&[PEER_1, PEER_2]));
+    build(&fleet, &settings().build, punch.as_ref()).unwrap()
 }
 
 fn to_yaml(children: &FleetChildren) -> String {
@@ -170,7 +187,7 @@ fn config_changes_roll_pods_and_scaling_does_not_touch_the_config() {
     scaled.spec.replicas = Some(5);
     let mut retuned = base.clone();
     retuned.spec.probing.attempts = Some(4);
-    let [b, s, r] = [&base, &scaled, &retuned].map(|f| build(f, &settings().build).unwrap());
+    let [b, s, r] = [&base, &scaled, &retuned].map(|f| build(f, &settings().build, None).unwrap());
     let hash =
         |c: &FleetChildren| c.config_map.metadata.annotations.as_ref().unwrap()["p2psensor.dev/spec-hash"].clone();
     let template_hash = |c: &FleetChildren| {
@@ -209,4 +226,164 @@ fn checks_beyond_cel_are_reported() {
     let mut no_image = fleet_from_yaml(&fixture("fleet/daemonset-hostnetwork.yaml"), 1);
     no_image.spec.image = None;
     assert!(validate(&no_image, "").unwrap_err().contains("no image"));
+}
+
+fn workload_meta(children: &FleetChildren) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    match &children.workload {
+        Workload::DaemonSet(ds) => &ds.metadata,
+        Workload::StatefulSet(sts) => &sts.metadata,
+    }
+}
+
+fn template_annotation(children: &FleetChildren, key: &str) -> String {
+    let template = match &children.workload {
+        Workload::DaemonSet(ds) => &ds.spec.as_ref().unwrap().template,
+        Workload::StatefulSet(sts) => &sts.spec.as_ref().unwrap().template,
+    };
+    template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[key].clone()
+}
+
+fn spec_hash(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.annotations.as_ref().unwrap()["p2psensor.dev/spec-hash"].clone()
+}
+
+#[test]
+fn the_punch_sidecar_exists_only_with_a_resolved_relay() {
+    let fleet = fleet_from_yaml(&fixture("fleet/statefulset-punch.yaml"), 1);
+    let without = build(&fleet, &settings().build, None).unwrap();
+    let pod = pod_spec(&without);
+    assert_eq!(pod.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["sensor"]);
+    let data = without.config_map.data.as_ref().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["sensor.toml"]);
+    assert!(!data["sensor.toml"].contains("[punch]"), "{}", data["sensor.toml"]);
+    assert!(!workload_meta(&without).annotations.as_ref().unwrap().contains_key("p2psensor.dev/punch-relay"));
+    let ports = |c: &FleetChildren| -> Vec<String> {
+        c.headless_service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.name.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(ports(&without), ["p2p", "metrics"]);
+
+    let with = build(&fleet, &settings().build, Some(&punch(&[PEER_1, PEER_2]))).unwrap();
+    assert_eq!(ports(&with), ["p2p", "metrics", "punch-metrics"]);
+    let pod = pod_spec(&with);
+    let [sensor, sidecar] = &pod.containers[..] else { panic!("two containers: {:?}", pod.containers) };
+    assert_eq!(sidecar.name, "punch");
+    assert_eq!(sidecar.image, sensor.image, "the same sensor image");
+    assert_eq!(sidecar.args.as_deref().unwrap(), ["punch", "--config", "/etc/p2p-sensor/sensor.toml"]);
+    assert_eq!(sensor.args.as_deref().unwrap(), ["listen", "--config", "/etc/p2p-sensor/sensor.toml"]);
+    assert_eq!(sidecar.security_context, sensor.security_context, "restricted like the listener");
+    let port = &sidecar.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.container_port, port.host_port), (Some("punch-metrics"), 9103, None));
+    let env = |name: &str| sidecar.env.as_ref().unwrap().iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(env("SENSOR_METRICS_LISTEN").as_deref(), Some("0.0.0.0:9103"));
+    assert_eq!(env("SENSOR_STORAGE_PATH").as_deref(), Some("/var/lib/p2p-sensor/punch.sqlite"));
+    assert_eq!(env("SENSOR_REPORT_SENDER").as_deref(), Some("$(POD_NAME)"), "the client reports as <pod>-punch");
+    let liveness = sidecar.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(
+        liveness.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("punch-metrics".into())
+    );
+    assert!(sidecar.readiness_probe.is_none(), "a lost reservation must not make the sensor pod unready");
+    let resources = sidecar.resources.as_ref().unwrap();
+    assert_eq!(resources.requests.as_ref().unwrap()["cpu"].0, "10m");
+    assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "128Mi");
+    // The config volume is a directory mount without subPath: the kubelet refreshes its files.
+    for container in [sensor, sidecar] {
+        let mounts = container.volume_mounts.as_ref().unwrap();
+        let config = mounts.iter().find(|m| m.name == "config").unwrap();
+        assert_eq!((config.mount_path.as_str(), config.sub_path.as_deref()), ("/etc/p2p-sensor", None));
+        assert!(mounts.iter().any(|m| m.name == "data" && m.mount_path == "/var/lib/p2p-sensor"));
+    }
+    assert_eq!(
+        workload_meta(&with).annotations.as_ref().unwrap()["p2psensor.dev/punch-relay"],
+        format!("/ip4/203.0.113.7/tcp/4001/p2p/{RELAY_ID}")
+    );
+
+    let data = with.config_map.data.as_ref().unwrap();
+    let toml: toml::Table = data["sensor.toml"].parse().unwrap();
+    let section = toml["punch"].as_table().unwrap();
+    let expected: toml::Table = toml::toml! {
+        relay = "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWFMiQUpmYgMd4rK23Q6VgdaNPWMJ9FuNin41qA9q2AGAu"
+        relay_node = "edge"
+        targets_file = "/etc/p2p-sensor/punch-targets"
+        interval_secs = 120
+        attempts = 2
+        identity_file = "/var/lib/p2p-sensor/punch_identity.key"
+    };
+    assert_eq!(section, &expected);
+    let targets: Vec<&str> = data["punch-targets"].lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(targets, [PEER_1, PEER_2]);
+}
+
+#[test]
+fn new_targets_refresh_the_config_map_but_never_restart_pods() {
+    let fleet = fleet_from_yaml(&fixture("fleet/statefulset-punch.yaml"), 1);
+    let build_with = |p: &Punch| build(&fleet, &settings().build, Some(p)).unwrap();
+    let two = build_with(&punch(&[PEER_1, PEER_2]));
+    let three = build_with(&punch(&[PEER_1, PEER_2, PEER_3]));
+    let none = build_with(&punch(&[]));
+    for other in [&three, &none] {
+        assert_ne!(spec_hash(&two.config_map.metadata), spec_hash(&other.config_map.metadata), "ConfigMap re-applied");
+        assert_eq!(two.workload, other.workload, "the workload, pod template included, is untouched");
+        assert_eq!(two.headless_service, other.headless_service);
+        assert_eq!(
+            two.config_map.data.as_ref().unwrap()["sensor.toml"],
+            other.config_map.data.as_ref().unwrap()["sensor.toml"]
+        );
+    }
+    assert!(none.config_map.data.as_ref().unwrap()["punch-targets"].lines().all(|l| l.starts_with('#')));
+
+    // The relay moving is a configuration change: the pods restart with the new address.
+    let mut moved = punch(&[PEER_1, PEER_2]);
+    moved.relay.multiaddr = format!("/ip4/203.0.113.8/udp/4001/quic-v1/p2p/{RELAY_ID}");
+    let moved = build_with(&moved);
+    assert_ne!(
+        template_annotation(&two, "p2psensor.dev/config-hash"),
+        template_annotation(&moved, "p2psensor.dev/config-hash")
+    );
+    assert_ne!(spec_hash(workload_meta(&two)), spec_hash(workload_meta(&moved)));
+    // Adding the sidecar restarts the pods once.
+    let without = build(&fleet, &settings().build, None).unwrap();
+    assert_ne!(
+        template_annotation(&two, "p2psensor.dev/config-hash"),
+        template_annotation(&without, "p2psensor.dev/config-hash")
+    );
+}
+
+#[test]
+fn hole_punch_tuning_reaches_the_sidecar_and_needs_a_relay() {
+    let mut fleet = fleet_from_yaml(&fixture("fleet/statefulset-punch.yaml"), 1);
+    let tuning = serde_json::json!({"intervalSecs": 60, "timeoutSecs": 20,
+        "resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "64Mi"}}});
+    fleet.spec.hole_punch = Some(serde_json::from_value(tuning).unwrap());
+    let c = build(&fleet, &settings().build, Some(&punch(&[]))).unwrap();
+    let toml: toml::Table = c.config_map.data.as_ref().unwrap()["sensor.toml"].parse().unwrap();
+    let section = toml["punch"].as_table().unwrap();
+    assert_eq!(section["interval_secs"].as_integer(), Some(60));
+    assert_eq!(section["timeout_secs"].as_integer(), Some(20));
+    assert!(!section.contains_key("attempts"), "the sensor's default");
+    let sidecar = &pod_spec(&c).containers[1];
+    assert_eq!(sidecar.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "50m");
+    assert_eq!(pod_spec(&c).containers[0].resources, fleet.spec.resources, "the listener keeps spec.resources");
+    // holePunch alone: intervalSecs defaults to 300.
+    fleet.spec.hole_punch = Some(serde_json::from_value(serde_json::json!({})).unwrap());
+    assert_eq!(fleet.spec.hole_punch.as_ref().unwrap().interval_secs, 300);
+
+    fleet.spec.relay_ref = None;
+    let error = validate(&fleet, "img").unwrap_err();
+    assert!(error.contains("holePunch needs relayRef"), "{error}");
+    // Ranges are the API server's (the CRD schema), like every other bounded field.
+    let crd = serde_json::to_value(<operator::crd::SensorFleet as kube::CustomResourceExt>::crd()).unwrap();
+    let interval = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["holePunch"]
+        ["properties"]["intervalSecs"];
+    assert_eq!((interval["minimum"].as_f64(), interval["maximum"].as_f64()), (Some(10.0), Some(86400.0)));
+    assert_eq!(interval["default"], 300);
 }

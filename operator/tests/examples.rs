@@ -33,7 +33,7 @@ fn examples_are_valid_and_build() {
                 let fleet: SensorFleet = serde_json::from_value(value).unwrap_or_else(|e| panic!("{path}: {e}"));
                 operator::fleet::validate::validate(&fleet, &settings.sensor_image)
                     .unwrap_or_else(|e| panic!("{path}: {e}"));
-                operator::fleet::build::build(&fleet, &settings).unwrap();
+                operator::fleet::build::build(&fleet, &settings, None).unwrap();
             }
             "RelayNode" => {
                 let relay: RelayNode = serde_json::from_value(value).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::controller::Action;
-use operator::crd::{SensorFleet, SensorFleetStatus};
+use operator::crd::{RelayNode, RelayNodeStatus, RelayRef, SensorFleet, SensorFleetStatus};
 use operator::fleet::build::{Workload, build};
+use operator::fleet::punch::{Punch, PunchRelay};
 use operator::fleet::reconcile::{error_policy, reconcile};
-use sensor_report::v1::{Owner, PeerSummary, Report, UserAgentCount};
+use sensor_report::v1::{HolePunchSummary, Owner, PeerSummary, Report, UserAgentCount};
 use sensor_report::{OWNER_SENSOR_FLEET, PeerIdSketch};
 use serde_json::Value;
 use support::{Call, Harness, NOW_SECS, Reply, cache, fixture, fleet_from_yaml, metrics_text, run, settings, step};
@@ -39,7 +40,12 @@ fn status_of(call: &Call) -> SensorFleetStatus {
 
 /// Children of `fleet` as the caches would hold them after a successful apply.
 fn cache_children(h: &mut Harness, fleet: &SensorFleet, ready: i32) {
-    let c = build(fleet, &settings().build).unwrap();
+    cache_children_with(h, fleet, ready, None);
+}
+
+/// [`cache_children`] of a fleet built with hole punching `punch`.
+fn cache_children_with(h: &mut Harness, fleet: &SensorFleet, ready: i32, punch: Option<&Punch>) {
+    let c = build(fleet, &settings().build, punch).unwrap();
     cache(&mut h.writers.service_accounts, c.service_account);
     cache(&mut h.writers.config_maps, c.config_map);
     cache(&mut h.writers.services, c.headless_service);
@@ -278,4 +284,207 @@ async fn reports_become_status_once_and_an_unchanged_status_is_not_rewritten() {
     action.unwrap();
     assert!(calls.is_empty());
     let _ = StatefulSet::default();
+}
+
+// --- Hole punching through the fleet's RelayNode ---------------------------------------------
+
+const RELAY_ID: &str = "12D3KooWFMiQUpmYgMd4rK23Q6VgdaNPWMJ9FuNin41qA9q2AGAu";
+const PEERS: [&str; 3] = [
+    "12D3KooW9tHTtS3inCZiYykw4u5G4frbjVFqhkmJX12gSNCVeH3e",
+    "12D3KooW9xCm2jWjNVrwh51SWCQBMYdMyeU3NpT85QhLVkF6PcNM",
+    "12D3KooWA284B2yjxoAAqAFwwVj6eRQ8DogF3t8wdpMzZ8Hh8wh4",
+];
+
+/// The `lab` fleet measuring hole punching through RelayNode `edge`.
+fn punching_lab(generation: i64) -> SensorFleet {
+    let mut fleet = lab(generation);
+    fleet.spec.relay_ref = Some(RelayRef { name: "edge".into() });
+    fleet
+}
+
+/// RelayNode `edge` as the relay controller's cache holds it.
+fn edge(external: &[&str], peer_id: Option<&str>) -> RelayNode {
+    let mut relay: RelayNode = serde_json::from_value(serde_json::json!({
+        "apiVersion": "p2psensor.dev/v1alpha1", "kind": "RelayNode",
+        "metadata": {"name": "edge", "namespace": "sensors", "uid": "relay-uid"},
+        "spec": {"externalAddresses": external},
+    }))
+    .unwrap();
+    relay.status = Some(RelayNodeStatus { peer_id: peer_id.map(str::to_string), ..RelayNodeStatus::default() });
+    relay
+}
+
+/// The report of pod `pod`'s punch sidecar, whose PeerId is `peer_id`.
+fn punch_report(pod: &str, peer_id: &str) -> Report {
+    Report {
+        owner: Some(Owner { namespace: "sensors".into(), kind: OWNER_SENSOR_FLEET.into(), name: "lab".into() }),
+        sender: format!("{pod}-punch"),
+        sensor_id: pod.into(),
+        started_at_unix_ms: 1,
+        sequence: 1,
+        hole_punch: Some(HolePunchSummary {
+            relay: "edge".into(),
+            peer_id: peer_id.into(),
+            reservation_held: true,
+            reachability: "private-cone".into(),
+            ..HolePunchSummary::default()
+        }),
+        ..Report::default()
+    }
+}
+
+fn targets_in(config_map: &Value) -> Vec<String> {
+    let text = config_map["data"]["punch-targets"].as_str().expect("a punch-targets key");
+    text.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
+}
+
+fn container_names(statefulset: &Value) -> Vec<&str> {
+    let containers = statefulset["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    containers.iter().map(|c| c["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_resolved_relay_adds_the_sidecar_and_new_members_only_rewrite_the_targets() {
+    let mut h = Harness::new();
+    cache_children(&mut h, &lab(1), 2);
+    h.ctx.resync.done("sensors/lab");
+    cache(&mut h.writers.relays, edge(&["/dns4/relay.example/tcp/4001", "/ip4/203.0.113.7/tcp/4001"], Some(RELAY_ID)));
+    let now = jiff::Timestamp::from_second(NOW_SECS).unwrap();
+    let store = h.ctx.reports.clone();
+    store.ingest(punch_report("lab-sensor-1", PEERS[1]), now).unwrap();
+    store.ingest(punch_report("lab-sensor-0", PEERS[0]), now).unwrap();
+    store.publish(now, Duration::from_secs(60), Duration::from_secs(3600));
+
+    // relayRef set on a running fleet: the config gets [punch] and the targets, the headless
+    // Service the sidecar's metrics port, the pods the sidecar (one restart).
+    let fleet = punching_lab(2);
+    let steps = vec![
+        step(Method::PATCH, &format!("/api/v1{NS}/configmaps/lab-sensor-config"), Reply::Echo),
+        step(Method::PATCH, &format!("/api/v1{NS}/services/lab-sensors"), Reply::Echo),
+        step(Method::PATCH, &format!("/apis/apps/v1{NS}/statefulsets/lab-sensor"), Reply::Echo),
+        step(Method::PATCH, "/sensorfleets/lab/status", whole(&fleet)),
+    ];
+    let (action, handle, calls) = run(h.handle, steps, reconcile(Arc::new(fleet.clone()), h.ctx.clone())).await;
+    action.unwrap();
+    let relay = format!("/ip4/203.0.113.7/tcp/4001/p2p/{RELAY_ID}");
+    let config_map = &calls[0].body;
+    assert_eq!(targets_in(config_map), [PEERS[0], PEERS[1]], "sorted PeerIds of the punch reports");
+    let toml = config_map["data"]["sensor.toml"].as_str().unwrap();
+    assert!(toml.contains(&format!("relay = \"{relay}\"")) && toml.contains("relay_node = \"edge\""), "{toml}");
+    let ports = calls[1].body["spec"]["ports"].as_array().unwrap();
+    assert_eq!(ports.last().unwrap()["name"], "punch-metrics");
+    let sts = &calls[2].body;
+    assert_eq!(container_names(sts), ["sensor", "punch"]);
+    assert_eq!(sts["metadata"]["annotations"]["p2psensor.dev/punch-relay"], relay.as_str());
+    let status = status_of(&calls[3]);
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("False", "AsExpected"));
+    assert_eq!(status.sensors.reporting, 0, "punch clients are not sensors");
+
+    // The watches bring back what was applied; a third member reports. Only the ConfigMap is
+    // re-applied: the StatefulSet (pod template) stays as it is, so no pod restarts.
+    let mut config_map: ConfigMap = serde_json::from_value(calls[0].body.clone()).unwrap();
+    config_map.metadata.resource_version = None;
+    cache(&mut h.writers.config_maps, config_map);
+    cache(&mut h.writers.services, serde_json::from_value::<Service>(calls[1].body.clone()).unwrap());
+    let mut sts: StatefulSet = serde_json::from_value(calls[2].body.clone()).unwrap();
+    sts.metadata.generation = Some(1);
+    sts.status = h.ctx.caches.stateful_sets.state()[0].status.clone();
+    cache(&mut h.writers.stateful_sets, sts);
+    store.ingest(punch_report("lab-sensor-2", PEERS[2]), now).unwrap();
+    store.publish(now, Duration::from_secs(60), Duration::from_secs(3600));
+    let mut seen = fleet;
+    seen.status = Some(status);
+    let steps = vec![step(Method::PATCH, &format!("/api/v1{NS}/configmaps/lab-sensor-config"), Reply::Echo)];
+    let (action, _, calls) = run(handle, steps, reconcile(Arc::new(seen), h.ctx.clone())).await;
+    assert_eq!(action.unwrap(), Action::requeue(Duration::from_secs(10)));
+    assert_eq!(calls.len(), 1);
+    assert_eq!(targets_in(&calls[0].body), PEERS);
+}
+
+#[tokio::test]
+async fn an_unresolvable_relay_degrades_the_fleet_and_builds_no_sidecar() {
+    for (relay, reason) in [
+        (None, "RelayNotFound"),
+        (Some(edge(&["/ip4/203.0.113.7/tcp/4001"], None)), "RelayNotReady"),
+        (Some(edge(&["/dns4/relay.example/tcp/4001"], Some(RELAY_ID))), "RelayAddressUnknown"),
+    ] {
+        let mut h = Harness::new();
+        if let Some(relay) = relay {
+            cache(&mut h.writers.relays, relay);
+        }
+        let fleet = punching_lab(1);
+        let steps = vec![
+            step(Method::PATCH, "/serviceaccounts/lab-sensor", Reply::Echo),
+            step(Method::PATCH, "/configmaps/lab-sensor-config", Reply::Echo),
+            step(Method::PATCH, "/services/lab-sensors", Reply::Echo),
+            step(Method::PATCH, "/services/lab-p2p", Reply::Echo),
+            step(Method::PATCH, "/statefulsets/lab-sensor", Reply::Echo),
+            step(Method::PATCH, "/sensorfleets/lab/status", whole(&fleet)),
+            step(Method::POST, "/apis/events.k8s.io/v1/namespaces/sensors/events", Reply::Echo),
+        ];
+        let (action, _, calls) = run(h.handle, steps, reconcile(Arc::new(fleet), h.ctx.clone())).await;
+        action.unwrap();
+        assert!(calls[1].body["data"].get("punch-targets").is_none(), "{reason}");
+        assert!(!calls[1].body["data"]["sensor.toml"].as_str().unwrap().contains("[punch]"), "{reason}");
+        assert_eq!(container_names(&calls[4].body), ["sensor"], "{reason}");
+        let degraded = condition(&calls[5].body["status"], "Degraded");
+        assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some(reason)));
+        assert!(degraded["message"].as_str().unwrap().contains("\"edge\""), "{degraded}");
+        let event = &calls[6].body;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some(reason)));
+    }
+}
+
+#[tokio::test]
+async fn an_operator_restart_keeps_the_sidecar_and_its_targets_until_the_relay_reports() {
+    // Before the restart: the sidecar dials the relay at its reported address, with two targets.
+    let mut h = Harness::new();
+    let relay = format!("/ip4/198.51.100.1/tcp/4001/p2p/{RELAY_ID}");
+    let before = Punch {
+        relay: PunchRelay { node: "edge".into(), multiaddr: relay.clone() },
+        targets: PEERS[..2].iter().map(|p| p.to_string()).collect(),
+    };
+    let fleet = punching_lab(1);
+    cache_children_with(&mut h, &fleet, 2, Some(&before));
+    // After it: the relay's status has its PeerId but no addresses yet, the collector nothing.
+    cache(&mut h.writers.relays, edge(&[], Some(RELAY_ID)));
+    // Everything is re-applied on the first reconcile (resync), except the ConfigMap: its
+    // targets are kept, and the StatefulSet is applied unchanged, with the last relay address.
+    let steps = vec![
+        step(Method::PATCH, "/serviceaccounts/lab-sensor", Reply::Echo),
+        step(Method::PATCH, "/services/lab-sensors", Reply::Echo),
+        step(Method::PATCH, "/services/lab-p2p", Reply::Echo),
+        step(Method::PATCH, "/statefulsets/lab-sensor", Reply::Echo),
+        step(Method::PATCH, "/sensorfleets/lab/status", whole(&fleet)),
+    ];
+    let (action, _, calls) = run(h.handle, steps, reconcile(Arc::new(fleet.clone()), h.ctx.clone())).await;
+    action.unwrap();
+    let expected = build(&fleet, &settings().build, Some(&before)).unwrap();
+    let Workload::StatefulSet(expected) = expected.workload else { unreachable!() };
+    assert_eq!(calls[3].body, serde_json::to_value(&expected).unwrap(), "the pods are not restarted");
+    let degraded = condition(&calls[4].body["status"], "Degraded");
+    assert_eq!(degraded["status"], "False");
+}
+
+#[tokio::test]
+async fn a_fleet_with_a_relay_waits_for_the_caches_first_list() {
+    let h = Harness::new();
+    let (relays, _writer) = kube::runtime::reflector::store::<RelayNode>();
+    let mut caches = h.ctx.caches.clone();
+    caches.relays = relays;
+    let ctx = Arc::new(operator::context::Context {
+        client: h.ctx.client.clone(),
+        settings: h.ctx.settings.clone(),
+        caches,
+        reports: h.ctx.reports.clone(),
+        metrics: h.ctx.metrics.clone(),
+        recorder: h.ctx.recorder.clone(),
+        backoff: operator::backoff::Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
+        resync: Default::default(),
+        clock: h.ctx.clock.clone(),
+    });
+    let (action, _, calls) = run(h.handle, vec![], reconcile(Arc::new(punching_lab(1)), ctx)).await;
+    assert_eq!(action.unwrap(), Action::requeue(Duration::from_secs(1)), "no request before the relays are listed");
+    assert!(calls.is_empty());
 }

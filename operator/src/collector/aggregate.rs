@@ -4,6 +4,7 @@
 //! fixtures (`operator/tests/fixtures/collector/`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -18,10 +19,12 @@ pub const MAX_FLEET_USER_AGENTS: usize = 10;
 /// Most per-sensor summaries a fleet aggregate lists (the rest are only counted).
 pub const MAX_SENSOR_SUMMARIES: usize = 50;
 
-/// What the sensors of one SensorFleet reported, as its status shows it.
+/// What the sensors of one SensorFleet reported, as its status shows it, and the hole-punch
+/// targets of its `punch` sidecars. Sensor counts, peers and summaries come from the listeners'
+/// reports only; punch clients' reports ([`is_punch_report`]) only feed `punch_targets`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FleetAggregate {
-    /// Senders with a stored report.
+    /// Sensors (senders that are not punch clients) with a stored report.
     pub senders: i32,
     /// Senders whose latest report was received within the report timeout.
     pub reporting: i32,
@@ -38,6 +41,13 @@ pub struct FleetAggregate {
     pub connections_accepted: u64,
     /// Rejected inbound connections, all time, summed over senders.
     pub connections_rejected: u64,
+    /// Punch clients (senders of [`is_punch_report`] reports) with a stored report, of any age.
+    pub punch_senders: i32,
+    /// Base58 PeerIds of the fleet's punch clients that report and hold a reservation, sorted and
+    /// de-duplicated: the targets file of the fleet's sidecars (see [`punch_targets`]).
+    pub punch_targets: Vec<String>,
+    /// Punch reports whose `hole_punch.peer_id` is not a libp2p PeerId (left out of the targets).
+    pub invalid_punch_peer_ids: usize,
 }
 
 /// What one RelayNode and the sensors punching through it reported, as its status shows it.
@@ -79,6 +89,37 @@ pub fn success_rate(successes: u64, attempts: u64) -> Option<f64> {
     (attempts > 0).then(|| ((successes as f64 * 1000.0 / attempts as f64).round() / 10.0).min(100.0))
 }
 
+/// True for the report of a hole-punch client (`sensor punch`, sender `<pod>-punch`): a
+/// `HolePunchSummary` and no peer summary. Its sender is a fleet's punch member, not a sensor.
+pub fn is_punch_report(r: &StoredReport) -> bool {
+    r.report.hole_punch.is_some() && r.report.peers.is_none()
+}
+
+/// The hole-punch targets among `reports` (any reports of one fleet; others are skipped): the
+/// `hole_punch.peer_id` of every punch report received within `report_timeout` whose client holds
+/// a reservation (`reservation_held`; without one it cannot be punched to), parsed as a libp2p
+/// PeerId, in canonical base58, sorted and de-duplicated. Also returns how many punch reports
+/// carry a non-empty PeerId that does not parse (dropped, whatever their age).
+pub fn punch_targets<'a>(
+    reports: impl IntoIterator<Item = &'a StoredReport>,
+    now: Timestamp,
+    report_timeout: Duration,
+) -> (Vec<String>, usize) {
+    let mut targets = BTreeSet::new();
+    let mut invalid = 0;
+    for r in reports.into_iter().filter(|r| is_punch_report(r)) {
+        let Some(punch) = r.report.hole_punch.as_ref().filter(|p| !p.peer_id.is_empty()) else { continue };
+        match libp2p_identity::PeerId::from_str(&punch.peer_id) {
+            Err(_) => invalid += 1,
+            Ok(id) if punch.reservation_held && !older_than(r.received_at, now, report_timeout) => {
+                targets.insert(id.to_string());
+            }
+            Ok(_) => {}
+        }
+    }
+    (targets.into_iter().collect(), invalid)
+}
+
 /// Aggregates the stored reports of one SensorFleet (all with that owner). `report_timeout`
 /// decides who counts as reporting; `exact_unique_bound` caps the exact union of peer ids.
 ///
@@ -92,9 +133,12 @@ pub fn aggregate_fleet(
     exact_unique_bound: usize,
 ) -> FleetAggregate {
     let reporting = |r: &StoredReport| !older_than(r.received_at, now, report_timeout);
+    let (punches, sensors): (Vec<&StoredReport>, Vec<&StoredReport>) = reports.iter().partition(|r| is_punch_report(r));
+    let punch_senders = to_i32(punches.len());
+    let (punch_targets, invalid_punch_peer_ids) = punch_targets(punches, now, report_timeout);
     let (mut public, mut private, mut unknown, mut accepted, mut rejected) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut user_agents: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in reports {
+    for r in &sensors {
         let Some(p) = &r.report.peers else { continue };
         public = public.saturating_add(p.public);
         private = private.saturating_add(p.private);
@@ -114,7 +158,7 @@ pub fn aggregate_fleet(
         .map(|(user_agent, peers)| UserAgentCount { user_agent: user_agent.to_owned(), peers: to_i64(peers) })
         .collect();
 
-    let mut by_name: Vec<&StoredReport> = reports.iter().collect();
+    let mut by_name = sensors.clone();
     by_name.sort_by(|a, b| a.sender().cmp(b.sender()));
     let summaries = by_name
         .into_iter()
@@ -132,10 +176,10 @@ pub fn aggregate_fleet(
         })
         .collect();
 
-    let (unique_across_fleet, unique_is_estimate) = unique_peers(reports, exact_unique_bound);
+    let (unique_across_fleet, unique_is_estimate) = unique_peers(&sensors, exact_unique_bound);
     FleetAggregate {
-        senders: to_i32(reports.len()),
-        reporting: to_i32(reports.iter().filter(|r| reporting(r)).count()),
+        senders: to_i32(sensors.len()),
+        reporting: to_i32(sensors.iter().filter(|r| reporting(r)).count()),
         peers: FleetPeerCounts {
             public: to_i64(public),
             private: to_i64(private),
@@ -144,15 +188,18 @@ pub fn aggregate_fleet(
             unique_is_estimate,
         },
         top_user_agents,
-        last_report_time: reports.iter().map(|r| r.received_at).max(),
+        last_report_time: sensors.iter().map(|r| r.received_at).max(),
         summaries,
         connections_accepted: accepted,
         connections_rejected: rejected,
+        punch_senders,
+        punch_targets,
+        invalid_punch_peer_ids,
     }
 }
 
 /// Distinct peer ids over `reports`: (count, is_estimate).
-fn unique_peers(reports: &[StoredReport], exact_unique_bound: usize) -> (u64, bool) {
+fn unique_peers(reports: &[&StoredReport], exact_unique_bound: usize) -> (u64, bool) {
     let complete = reports.iter().all(|r| r.report.peers.as_ref().is_none_or(|p| p.peer_ids_complete));
     if complete {
         let mut union: HashSet<&[u8; 16]> = HashSet::new();

@@ -126,6 +126,11 @@ struct FixturePunch {
     /// Time to direct connection of each success, ms.
     #[serde(default)]
     time_to_direct_ms: Vec<u64>,
+    /// The punch client's own PeerId (what its fleet's members punch to).
+    #[serde(default)]
+    peer_id: String,
+    #[serde(default)]
+    reservation_held: bool,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +152,12 @@ struct ExpectFleet {
     connections_accepted: u64,
     #[serde(default)]
     connections_rejected: u64,
+    #[serde(default)]
+    punch_senders: i32,
+    #[serde(default)]
+    punch_targets: Vec<String>,
+    #[serde(default)]
+    invalid_punch_peer_ids: usize,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +263,9 @@ impl FixturePunch {
                 .collect(),
             time_to_direct_ms_buckets: if self.time_to_direct_ms.is_empty() { Vec::new() } else { buckets },
             relay: self.relay.clone(),
+            peer_id: self.peer_id.clone(),
+            reservation_held: self.reservation_held,
+            ..Default::default()
         }
     }
 }
@@ -291,6 +305,9 @@ fn check(name: &str) {
             summaries: e.summaries,
             connections_accepted: e.connections_accepted,
             connections_rejected: e.connections_rejected,
+            punch_senders: e.punch_senders,
+            punch_targets: e.punch_targets,
+            invalid_punch_peer_ids: e.invalid_punch_peer_ids,
         };
         assert_eq!(got, want, "{name}: fleet aggregate");
     }
@@ -310,7 +327,8 @@ fn check(name: &str) {
     }
 }
 
-const FIXTURES: [&str; 7] = [
+const FIXTURES: [&str; 8] = [
+    "fleet-punch-targets.yaml",
     "fleet-shared-peers.yaml",
     "fleet-over-exact-bound.yaml",
     "fleet-union-over-bound.yaml",
@@ -343,6 +361,11 @@ fn a_stale_sender_is_not_reporting() {
 #[test]
 fn user_agents_merge_and_stay_bounded() {
     check("fleet-top-user-agents.yaml");
+}
+
+#[test]
+fn punch_clients_become_targets_and_are_not_counted_as_sensors() {
+    check("fleet-punch-targets.yaml");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! - `operator_collector_owners`, `operator_collector_senders`: what the store tracks, set on
 //!   every publish.
 //! - `operator_collector_report_bytes`: encoded size of received reports, bytes.
+//! - `operator_collector_invalid_punch_peer_ids`: punch reports whose `hole_punch.peer_id` is not
+//!   a libp2p PeerId (left out of the fleets' hole-punch targets), set on every publish.
 
 use std::sync::Arc;
 
@@ -46,6 +48,7 @@ pub struct CollectorMetrics {
     owners: Gauge,
     senders: Gauge,
     report_bytes: Histogram,
+    invalid_punch_peer_ids: Gauge,
 }
 
 impl CollectorMetrics {
@@ -57,6 +60,7 @@ impl CollectorMetrics {
             senders: Gauge::default(),
             // 256 B .. 4 MiB (the largest accepted message), ×4 per bucket.
             report_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 8)),
+            invalid_punch_peer_ids: Gauge::default(),
         };
         for result in REPORT_RESULTS {
             let _ = metrics.reports.get_or_create(&ReportResultLabels { result });
@@ -76,6 +80,11 @@ impl CollectorMetrics {
             "operator_collector_report_bytes",
             "Encoded size of received reports, bytes",
             metrics.report_bytes.clone(),
+        );
+        registry.register(
+            "operator_collector_invalid_punch_peer_ids",
+            "Hole-punch clients whose reported PeerId is invalid (left out of the fleets' punch targets)",
+            metrics.invalid_punch_peer_ids.clone(),
         );
         Arc::new(metrics)
     }
@@ -98,5 +107,6 @@ impl CollectorMetrics {
     pub fn record_publish(&self, stats: &PublishStats) {
         self.owners.set(i64::try_from(stats.owners).unwrap_or(i64::MAX));
         self.senders.set(i64::try_from(stats.senders).unwrap_or(i64::MAX));
+        self.invalid_punch_peer_ids.set(i64::try_from(stats.invalid_punch_peer_ids).unwrap_or(i64::MAX));
     }
 }

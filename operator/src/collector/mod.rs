@@ -7,6 +7,11 @@
 //! pure functions of [`aggregate`]) → the status writers read [`store::ReportStore::fleet`] and
 //! [`store::ReportStore::relay`]. [`metrics`] counts reports by result without per-object labels.
 //!
+//! A fleet's `punch` sidecars report as senders `<pod>-punch` ([`aggregate::is_punch_report`]):
+//! they are not counted as sensors; their PeerIds become the fleet's hole-punch targets
+//! ([`aggregate::punch_targets`], written into the fleet's ConfigMap by `fleet::reconcile`), and
+//! their attempts count for the RelayNode they name.
+//!
 //! Reporting is push, cumulative and idempotent: an operator that restarts starts empty and is
 //! complete again after the next round of reports.
 

@@ -181,6 +181,8 @@ pub struct PublishStats {
     pub senders: usize,
     /// Senders dropped by this publish because they were silent for longer than `forget_after`.
     pub forgotten: usize,
+    /// Punch reports, over all fleets, whose PeerId is invalid (left out of the targets).
+    pub invalid_punch_peer_ids: usize,
 }
 
 #[derive(Default)]
@@ -282,7 +284,7 @@ impl ReportStore {
     /// size for the collector's gauges.
     pub fn publish(&self, now: Timestamp, report_timeout: Duration, forget_after: Duration) -> PublishStats {
         let _publishing = lock(&self.publishing);
-        let (snapshot, stats) = {
+        let (snapshot, mut stats) = {
             let mut live = lock(&self.live);
             let mut forgotten = 0;
             live.owners.retain(|_, by_sender| {
@@ -299,7 +301,9 @@ impl ReportStore {
                 .iter()
                 .map(|(key, by_sender)| (key.clone(), by_sender.values().cloned().collect()))
                 .collect();
-            (snapshot, PublishStats { owners: live.owners.len(), senders: live.senders, forgotten })
+            let stats =
+                PublishStats { owners: live.owners.len(), senders: live.senders, forgotten, invalid_punch_peer_ids: 0 };
+            (snapshot, stats)
         };
 
         let mut published = Published::default();
@@ -317,6 +321,7 @@ impl ReportStore {
                         }
                     }
                     let aggregate = aggregate_fleet(&reports, now, report_timeout, self.limits.exact_unique_bound);
+                    stats.invalid_punch_peer_ids += aggregate.invalid_punch_peer_ids;
                     published.fleets.entry(key.namespace).or_default().insert(key.name, aggregate);
                 }
                 OwnerKind::RelayNode => {

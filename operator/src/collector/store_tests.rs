@@ -65,7 +65,7 @@ fn changes_show_once_per_publish() {
     store.ingest(sensor("alpha", "alpha-1", 1, 3), at(1)).unwrap();
     assert_eq!(store.fleet("lab", "alpha").unwrap().peers.public, 1);
     let stats = store.publish(at(2), TIMEOUT, FORGET);
-    assert_eq!(stats, PublishStats { owners: 1, senders: 2, forgotten: 0 });
+    assert_eq!(stats, PublishStats { owners: 1, senders: 2, forgotten: 0, invalid_punch_peer_ids: 0 });
     let fleet = store.fleet("lab", "alpha").unwrap();
     assert_eq!((fleet.senders, fleet.reporting, fleet.peers.public), (2, 2, 10));
 }
@@ -111,12 +111,21 @@ fn silent_senders_are_forgotten_on_publish() {
     store.ingest(sensor("alpha", "alpha-0", 1, 1), at(0)).unwrap();
     store.ingest(sensor("alpha", "alpha-1", 1, 1), at(500)).unwrap();
     // At 600 s alpha-0 is exactly `forget_after` old: kept, but not reporting.
-    assert_eq!(store.publish(at(600), TIMEOUT, FORGET), PublishStats { owners: 1, senders: 2, forgotten: 0 });
+    assert_eq!(
+        store.publish(at(600), TIMEOUT, FORGET),
+        PublishStats { owners: 1, senders: 2, forgotten: 0, invalid_punch_peer_ids: 0 }
+    );
     assert_eq!(store.fleet("lab", "alpha").unwrap().reporting, 0);
-    assert_eq!(store.publish(at(601), TIMEOUT, FORGET), PublishStats { owners: 1, senders: 1, forgotten: 1 });
+    assert_eq!(
+        store.publish(at(601), TIMEOUT, FORGET),
+        PublishStats { owners: 1, senders: 1, forgotten: 1, invalid_punch_peer_ids: 0 }
+    );
     let fleet = store.fleet("lab", "alpha").unwrap();
     assert_eq!(fleet.summaries.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["alpha-1"]);
-    assert_eq!(store.publish(at(1200), TIMEOUT, FORGET), PublishStats { owners: 0, senders: 0, forgotten: 1 });
+    assert_eq!(
+        store.publish(at(1200), TIMEOUT, FORGET),
+        PublishStats { owners: 0, senders: 0, forgotten: 1, invalid_punch_peer_ids: 0 }
+    );
     assert_eq!(store.fleet("lab", "alpha"), None);
     assert_eq!((store.owners_total(), store.senders_total()), (0, 0));
     // A forgotten sender comes back with its next report, whatever its sequence.
@@ -161,4 +170,56 @@ fn relay_aggregate_takes_punches_of_every_fleet_in_its_namespace() {
     assert_eq!(store.relay("lab", "r3"), None);
     // The punching sensors still count in their own fleets.
     assert_eq!(store.fleet("lab", "alpha").unwrap().senders, 2);
+}
+
+/// The report of a `sensor punch` sidecar of fleet `alpha`: no peer summary, its own PeerId.
+fn punch_client(sender: &str, sequence: u64, peer_id: &str, reservation_held: bool) -> Report {
+    let mut r = report(OWNER_SENSOR_FLEET, "lab", "alpha", sender, 1, sequence);
+    r.peers = None;
+    r.hole_punch = Some(HolePunchSummary {
+        relay: "r1".into(),
+        attempts: 2,
+        successes: 1,
+        failures: 1,
+        peer_id: peer_id.into(),
+        reservation_held,
+        reachability: "private-cone".into(),
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn punch_clients_publish_their_fleet_targets_and_invalid_peer_ids_are_counted() {
+    const A: &str = "12D3KooW9tHTtS3inCZiYykw4u5G4frbjVFqhkmJX12gSNCVeH3e";
+    const B: &str = "12D3KooW9xCm2jWjNVrwh51SWCQBMYdMyeU3NpT85QhLVkF6PcNM";
+    let store = ReportStore::new(StoreLimits::default());
+    store.ingest(sensor("alpha", "alpha-0", 1, 1), at(0)).unwrap();
+    store.ingest(punch_client("alpha-0-punch", 1, B, true), at(0)).unwrap();
+    store.ingest(punch_client("alpha-1-punch", 1, A, true), at(0)).unwrap();
+    store.ingest(punch_client("alpha-2-punch", 1, "garbage", true), at(0)).unwrap();
+    store.ingest(punch_client("alpha-3-punch", 1, B, false), at(0)).unwrap();
+    let stats = store.publish(at(1), TIMEOUT, FORGET);
+    assert_eq!((stats.senders, stats.invalid_punch_peer_ids), (5, 1));
+    let fleet = store.fleet("lab", "alpha").unwrap();
+    assert_eq!(fleet.punch_targets, [A, B], "sorted, de-duplicated, only clients holding a reservation");
+    assert_eq!((fleet.senders, fleet.punch_senders, fleet.invalid_punch_peer_ids), (1, 4, 1));
+    assert_eq!(fleet.summaries.len(), 1, "punch clients are not sensors");
+    // Their attempts still reach the relay's aggregate.
+    assert_eq!(store.relay("lab", "r1").unwrap().hole_punch.attempts, 8);
+
+    // alpha-1's client goes silent: past the report timeout it is no target any more (long
+    // before it is forgotten); alpha-0's client restarted with a new identity.
+    store.ingest(punch_client("alpha-0-punch", 2, A, true), at(50)).unwrap();
+    store.publish(at(61), TIMEOUT, FORGET);
+    assert_eq!(store.fleet("lab", "alpha").unwrap().punch_targets, [A]);
+    store.publish(at(120), TIMEOUT, FORGET);
+    assert_eq!(store.fleet("lab", "alpha").unwrap().punch_targets, Vec::<String>::new());
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = super::super::CollectorMetrics::register(&mut registry);
+    metrics.record_publish(&stats);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("operator_collector_invalid_punch_peer_ids 1"), "{text}");
 }

@@ -12,7 +12,8 @@ use super::common::{Exposure, Placement, PullPolicy, SecretKeyRef};
 ///
 /// Cross-field rules (CEL, enforced by the API server and again by the operator):
 /// `replicas` ≥ 1 is required in StatefulSet mode and forbidden in DaemonSet mode;
-/// PersistentVolumeClaim storage needs StatefulSet mode; `network` is immutable.
+/// PersistentVolumeClaim storage needs StatefulSet mode; `holePunch` needs `relayRef`; `network`
+/// is immutable.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "p2psensor.dev",
@@ -34,6 +35,7 @@ use super::common::{Exposure, Placement, PullPolicy, SecretKeyRef};
 #[x_kube(validation = Rule::new("self.mode == 'DaemonSet' || (has(self.replicas) && self.replicas >= 1)").message("replicas must be at least 1 in StatefulSet mode"))]
 #[x_kube(validation = Rule::new("self.mode != 'DaemonSet' || !has(self.replicas)").message("replicas is not allowed in DaemonSet mode: one sensor runs per selected node"))]
 #[x_kube(validation = Rule::new("self.mode == 'StatefulSet' || !has(self.storage) || self.storage.kind != 'PersistentVolumeClaim'").message("PersistentVolumeClaim storage needs StatefulSet mode; use HostPath or EmptyDir with a DaemonSet"))]
+#[x_kube(validation = Rule::new("!has(self.holePunch) || has(self.relayRef)").message("holePunch needs relayRef: hole punches go through a RelayNode"))]
 pub struct SensorFleetSpec {
     /// Kaspa network the sensors join. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("network is immutable; create a new SensorFleet"))]
@@ -75,9 +77,14 @@ pub struct SensorFleetSpec {
     /// Compute resources of each sensor container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// RelayNode (same namespace) the sensors use for hole-punch measurements.
+    /// RelayNode (same namespace) the sensors use for hole-punch measurements: each sensor pod
+    /// gets a `punch` sidecar that holds a reservation on it and punches to the other members of
+    /// the fleet (see `holePunch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_ref: Option<RelayRef>,
+    /// Tuning of the hole-punch sidecar (needs `relayRef`); absent = the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hole_punch: Option<HolePunch>,
 }
 
 /// Kaspa networks (design §2).
@@ -253,6 +260,41 @@ pub struct Export {
 pub struct RelayRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// The `punch` sidecar of each sensor pod (the sensor's `[punch]` section).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HolePunch {
+    /// Seconds between two rounds of attempts to every other member of the fleet (default 300).
+    #[serde(default = "default_punch_interval_secs")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub interval_secs: i64,
+    /// Attempts per target per round (sensor default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub attempts: Option<i32>,
+    /// Bound of one attempt, s (sensor default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_secs: Option<i64>,
+    /// Compute resources of the sidecar; default requests 10m CPU and 32Mi memory, limit 128Mi
+    /// memory (it holds a handful of libp2p connections, far less than the listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Default of `holePunch.intervalSecs`.
+pub const DEFAULT_PUNCH_INTERVAL_SECS: i64 = 300;
+
+fn default_punch_interval_secs() -> i64 {
+    DEFAULT_PUNCH_INTERVAL_SECS
+}
+
+impl Default for HolePunch {
+    fn default() -> Self {
+        Self { interval_secs: DEFAULT_PUNCH_INTERVAL_SECS, attempts: None, timeout_secs: None, resources: None }
+    }
 }
 
 /// Observed state of a fleet, written only by the operator.

@@ -1,9 +1,14 @@
 //! Pure builders: a SensorFleet in, the Kubernetes objects it wants out.
 //!
 //! Children (names for fleet `f`): ServiceAccount `f-sensor`, ConfigMap `f-sensor-config`
-//! (`sensor.toml`), headless Service `f-sensors`, exposure Service `f-p2p` (LoadBalancer/NodePort
-//! exposure only), and the workload `f-sensor` (DaemonSet or StatefulSet). All carry the common
-//! labels, a controller owner reference and a spec-hash annotation.
+//! (`sensor.toml`, plus `punch-targets` with hole punching), headless Service `f-sensors`,
+//! exposure Service `f-p2p` (LoadBalancer/NodePort exposure only), and the workload `f-sensor`
+//! (DaemonSet or StatefulSet). All carry the common labels, a controller owner reference and a
+//! spec-hash annotation.
+//!
+//! With a resolved relay ([`Punch`]) every pod also runs the `punch` sidecar ([`super::punch`]).
+//! The pod template's config hash covers `sensor.toml` only: a change of the targets list
+//! re-applies the ConfigMap (the kubelet refreshes the mounted file) but never restarts a pod.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::punch::{self, Punch, RELAY_ANNOTATION, TARGETS_KEY};
 use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
 use crate::crd::{ExportSink, ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
 use crate::error::Result;
@@ -76,10 +82,12 @@ pub mod names {
     }
 }
 
-/// Builds every child of `fleet`. Errors: [`crate::error::Error::MissingObjectKey`] when the fleet has no
-/// name, namespace or uid (it was not read from the API server). Spec problems are caught by
-/// `validate` first; this function assumes a valid spec.
-pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChildren> {
+/// Builds every child of `fleet`; `hole_punch` adds the hole-punch sidecar and its targets (the
+/// reconciler passes it when `spec.relayRef` resolves). Errors:
+/// [`crate::error::Error::MissingObjectKey`] when the fleet has no name, namespace or uid (it was
+/// not read from the API server). Spec problems are caught by `validate` first; this function
+/// assumes a valid spec.
+pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&Punch>) -> Result<FleetChildren> {
     let child = ChildMeta::of(fleet, FLEET_LABEL, COMPONENT)?;
     let (name, namespace) = (child.owner_name.as_str(), child.namespace.as_str());
     let (labels, selector) = (&child.labels, &child.selector);
@@ -94,13 +102,16 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
         ..ServiceAccount::default()
     };
 
-    let toml = sensor_config::render(fleet, namespace, name, &settings.collector_endpoint, settings.report_interval_ms);
+    let relay = hole_punch.map(|p| &p.relay);
+    let toml =
+        sensor_config::render(fleet, namespace, name, &settings.collector_endpoint, settings.report_interval_ms, relay);
+    // Only sensor.toml rolls the pods; the targets file is refreshed in place by the kubelet.
     let config_hash = labels::short_hash(toml.as_bytes());
-    let config_map = ConfigMap {
-        metadata: meta(names::config_map(name)),
-        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), toml)])),
-        ..ConfigMap::default()
-    };
+    let mut data = BTreeMap::from([(CONFIG_FILE.to_string(), toml)]);
+    if let Some(p) = hole_punch {
+        data.insert(TARGETS_KEY.to_string(), punch::render_targets(namespace, name, &p.targets));
+    }
+    let config_map = ConfigMap { metadata: meta(names::config_map(name)), data: Some(data), ..ConfigMap::default() };
 
     let p2p_service_port = |node_port: Option<i32>| ServicePort {
         name: Some("p2p".into()),
@@ -110,22 +121,24 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
         node_port,
         ..ServicePort::default()
     };
+    let metrics_service_port = |port_name: &str, port: i32| ServicePort {
+        name: Some(port_name.into()),
+        port,
+        target_port: Some(IntOrString::String(port_name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    let mut headless_ports = vec![p2p_service_port(None), metrics_service_port("metrics", METRICS_PORT)];
+    if hole_punch.is_some() {
+        headless_ports.push(metrics_service_port(punch::METRICS_PORT_NAME, punch::METRICS_PORT));
+    }
     let headless_service = Service {
         metadata: meta(names::headless_service(name)),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(selector.clone()),
             publish_not_ready_addresses: Some(true),
-            ports: Some(vec![
-                p2p_service_port(None),
-                ServicePort {
-                    name: Some("metrics".into()),
-                    port: METRICS_PORT,
-                    target_port: Some(IntOrString::String("metrics".into())),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-            ]),
+            ports: Some(headless_ports),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -151,17 +164,21 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
         }
     });
 
-    let container = pod::container(ContainerParams {
+    let image = spec.image.clone().unwrap_or_else(|| settings.sensor_image.clone());
+    let mut containers = vec![pod::container(ContainerParams {
         name: COMPONENT,
-        image: spec.image.clone().unwrap_or_else(|| settings.sensor_image.clone()),
+        image: image.clone(),
         pull_policy: spec.image_pull_policy,
         args: vec!["listen".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
         ports: vec![("p2p", port, "TCP", host_network), ("metrics", METRICS_PORT, "TCP", false)],
         env: sensor_env(fleet, port),
         mounts: vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)],
         resources: spec.resources.clone(),
-        health_port: Some(METRICS_PORT),
-    });
+        health_port: Some("metrics"),
+    })];
+    if hole_punch.is_some() {
+        containers.push(punch::sidecar(fleet, image));
+    }
 
     let mut volumes = vec![pod::volume("config", |v| {
         v.config_map = Some(ConfigMapVolumeSource { name: names::config_map(name), ..ConfigMapVolumeSource::default() })
@@ -187,7 +204,7 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
         affinity = Some(with_one_per_node(affinity, selector));
     }
     let pod_spec = PodSpec {
-        containers: vec![container],
+        containers,
         volumes: Some(volumes),
         service_account_name: Some(names::service_account(name)),
         automount_service_account_token: Some(false),
@@ -209,7 +226,7 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
     };
     let label_selector = LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() };
 
-    let workload = match spec.mode {
+    let mut workload = match spec.mode {
         WorkloadMode::DaemonSet => Workload::DaemonSet(DaemonSet {
             metadata: meta(names::workload(name)),
             spec: Some(DaemonSetSpec {
@@ -270,6 +287,13 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings) -> Result<FleetChild
         }
     };
 
+    if let Some(p) = hole_punch {
+        let metadata = match &mut workload {
+            Workload::DaemonSet(ds) => &mut ds.metadata,
+            Workload::StatefulSet(sts) => &mut sts.metadata,
+        };
+        metadata.annotations = Some(BTreeMap::from([(RELAY_ANNOTATION.to_string(), p.relay.multiaddr.clone())]));
+    }
     let mut children = FleetChildren { service_account, config_map, headless_service, exposure_service, workload };
     stamp_hashes(&mut children)?;
     Ok(children)

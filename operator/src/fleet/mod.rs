@@ -1,7 +1,9 @@
 //! The SensorFleet controller: validate (pure) → build desired children (pure) → server-side
-//! apply → prune → status (pure aggregation, one patch).
+//! apply → prune → status (pure aggregation, one patch). With `spec.relayRef` the pods also
+//! measure hole punching through that RelayNode ([`punch`]).
 
 pub mod build;
+pub mod punch;
 pub mod reconcile;
 pub mod sensor_config;
 pub mod status;

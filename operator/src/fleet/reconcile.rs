@@ -1,7 +1,12 @@
 //! The SensorFleet reconciler (I/O): validate → build → apply → prune → status.
+//!
+//! Hole punching: the RelayNode of `spec.relayRef` is read from the relay controller's cache and
+//! resolved by [`punch::resolve_relay`]; the targets come from the collector's fleet aggregate.
+//! Both are re-read at every reconcile, i.e. at least every status interval (the success
+//! requeue), which bounds how fast a new member or a moved relay reaches the pods.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
@@ -11,16 +16,21 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::build::{self, FleetChildren, Workload, names};
+use super::punch::{self, Punch, PunchRelay, RELAY_ANNOTATION, RelayProblem};
 use super::status::{self, Observed, WorkloadState};
 use super::validate::validate;
 use crate::apply::{apply_if_changed, patch_status, prune, publish_transitions};
 use crate::conditions;
-use crate::context::Context;
+use crate::context::{Context, synced};
 use crate::crd::{RelayNode, SensorFleet};
 use crate::error::{Error, Result};
+use crate::labels::SPEC_HASH_ANNOTATION;
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "sensorfleet";
+
+/// Requeue delay of a fleet with `spec.relayRef` while the caches it reads have not been listed.
+pub const CACHE_WAIT: Duration = Duration::from_secs(1);
 
 /// Reconciles one fleet. On success the fleet is requeued after the status interval (reports
 /// change its status); an invalid spec waits for the next change instead (no hot loop).
@@ -52,13 +62,37 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     let name = fleet.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
     let namespace = fleet.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let key = object_key(fleet);
+    let caches = &ctx.caches;
+    if fleet.spec.relay_ref.is_some()
+        && !(synced(&caches.relays) && synced(&caches.stateful_sets) && synced(&caches.daemon_sets))
+    {
+        // Before their first list the relay would look missing and the sidecar would be removed
+        // (restarting every pod) only to come back a moment later.
+        tracing::debug!(fleet = %key, "caches not synced yet; waiting");
+        return Ok(Action::requeue(CACHE_WAIT));
+    }
     let invalid = validate(fleet, &ctx.settings.build.sensor_image).err();
+    let reports = ctx.reports.fleet(namespace, name);
+    let relay = punch_relay(ctx, fleet, namespace, name);
     if let Some(reason) = &invalid {
         tracing::info!(fleet = %key, %reason, "invalid spec; children left as they are");
     } else {
-        let children = build::build(fleet, &ctx.settings.build)?;
+        let punch = match &relay {
+            Some(Ok(relay)) => Some(Punch {
+                relay: relay.clone(),
+                targets: reports.as_ref().map(|r| r.punch_targets.clone()).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let children = build::build(fleet, &ctx.settings.build, punch.as_ref())?;
         let force = ctx.resync.due(&key, ctx.settings.resync_interval);
-        apply_children(ctx, &children, force).await?;
+        // After an operator restart the collector knows no punch client until they report again
+        // (one report interval): rather than emptying the pods' targets meanwhile, the ConfigMap
+        // is left as it is while sensor.toml is unchanged.
+        let keep_config_map = punch.is_some()
+            && reports.as_ref().is_none_or(|r| r.punch_senders == 0)
+            && config_unchanged(ctx, &children);
+        apply_children(ctx, &children, force, keep_config_map).await?;
         prune_children(ctx, fleet, namespace, &children).await?;
         if force {
             ctx.resync.done(&key);
@@ -66,14 +100,8 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     }
 
     let workload = workload_state(ctx, namespace, name);
-    let reports = ctx.reports.fleet(namespace, name);
-    let missing_relay = fleet
-        .spec
-        .relay_ref
-        .as_ref()
-        .map(|r| r.name.as_str())
-        .filter(|relay| ctx.caches.relays.get(&ObjectRef::<RelayNode>::new(relay).within(namespace)).is_none());
-    let observed = Observed { invalid: invalid.as_deref(), workload, reports: reports.as_ref(), missing_relay };
+    let relay_problem = relay.as_ref().and_then(|r| r.as_ref().err());
+    let observed = Observed { invalid: invalid.as_deref(), workload, reports: reports.as_ref(), relay_problem };
     let now = Time(ctx.now());
     let new_status = status::status(fleet, &observed, &now);
     let old_conditions = fleet.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
@@ -87,10 +115,14 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     Ok(if invalid.is_some() { Action::await_change() } else { Action::requeue(ctx.settings.status_interval) })
 }
 
-async fn apply_children(ctx: &Context, children: &FleetChildren, force: bool) -> Result<()> {
+/// Applies the children that changed (all with `force`), except the ConfigMap with
+/// `keep_config_map`.
+async fn apply_children(ctx: &Context, children: &FleetChildren, force: bool, keep_config_map: bool) -> Result<()> {
     let (client, caches, metrics) = (&ctx.client, &ctx.caches, ctx.metrics.as_ref());
     apply_if_changed(client, &caches.service_accounts, &children.service_account, force, metrics).await?;
-    apply_if_changed(client, &caches.config_maps, &children.config_map, force, metrics).await?;
+    if !keep_config_map {
+        apply_if_changed(client, &caches.config_maps, &children.config_map, force, metrics).await?;
+    }
     apply_if_changed(client, &caches.services, &children.headless_service, force, metrics).await?;
     if let Some(service) = &children.exposure_service {
         apply_if_changed(client, &caches.services, service, force, metrics).await?;
@@ -117,6 +149,49 @@ async fn prune_children(ctx: &Context, fleet: &SensorFleet, namespace: &str, chi
     prune::<DaemonSet>(client, &caches.daemon_sets, namespace, uid, &keep_ds, metrics).await?;
     prune::<StatefulSet>(client, &caches.stateful_sets, namespace, uid, &keep_sts, metrics).await?;
     Ok(())
+}
+
+/// True when the ConfigMap exists and the cached workload carries the desired spec hash: then the
+/// ConfigMap holds the desired `sensor.toml` (the pod template's config hash covers it, and the
+/// ConfigMap is applied before the workload), and only its targets may differ.
+fn config_unchanged(ctx: &Context, children: &FleetChildren) -> bool {
+    if ctx.caches.config_maps.get(&ObjectRef::from_obj(&children.config_map)).is_none() {
+        return false;
+    }
+    let (cached, wanted) = match &children.workload {
+        Workload::DaemonSet(ds) => {
+            let cached = ctx.caches.daemon_sets.get(&ObjectRef::from_obj(ds));
+            (cached.and_then(|c| c.annotations().get(SPEC_HASH_ANNOTATION).cloned()), ds.annotations())
+        }
+        Workload::StatefulSet(sts) => {
+            let cached = ctx.caches.stateful_sets.get(&ObjectRef::from_obj(sts));
+            (cached.and_then(|c| c.annotations().get(SPEC_HASH_ANNOTATION).cloned()), sts.annotations())
+        }
+    };
+    cached.is_some() && cached.as_ref() == wanted.get(SPEC_HASH_ANNOTATION)
+}
+
+/// The relay of the fleet's `punch` sidecars, or why there is none; `None` without
+/// `spec.relayRef`.
+fn punch_relay(
+    ctx: &Context,
+    fleet: &SensorFleet,
+    namespace: &str,
+    name: &str,
+) -> Option<Result<PunchRelay, RelayProblem>> {
+    let relay_name = fleet.spec.relay_ref.as_ref()?.name.as_str();
+    let relay = ctx.caches.relays.get(&ObjectRef::<RelayNode>::new(relay_name).within(namespace));
+    let workload = names::workload(name);
+    let applied = ctx
+        .caches
+        .stateful_sets
+        .get(&ObjectRef::<StatefulSet>::new(&workload).within(namespace))
+        .and_then(|sts| sts.annotations().get(RELAY_ANNOTATION).cloned())
+        .or_else(|| {
+            let ds = ctx.caches.daemon_sets.get(&ObjectRef::<DaemonSet>::new(&workload).within(namespace))?;
+            ds.annotations().get(RELAY_ANNOTATION).cloned()
+        });
+    Some(punch::resolve_relay(relay_name, relay.as_deref(), applied.as_deref()))
 }
 
 /// The fleet's workload as last seen by the caches (either kind; `None` before it exists).

@@ -3,9 +3,12 @@
 //! Keys follow the sensor's `config.rs` (`sensor config` prints them all). Only keys the spec
 //! sets are written; the sensor's defaults fill the rest. Per-pod values (sensor id, report
 //! sender, advertised address from the node IP) come from `SENSOR_*` environment variables.
+//! With a resolvable relay the file also has `[punch]` for the `punch` sidecar (see
+//! [`super::punch`]); the sidecar's targets are a separate ConfigMap key, not part of this file.
 
 use serde::Serialize;
 
+use super::punch::{self, PunchRelay, PunchToml};
 use crate::crd::{ExternalAddressSource, SensorFleet};
 use sensor_report::OWNER_SENSOR_FLEET;
 
@@ -26,6 +29,8 @@ struct SensorToml<'a> {
     classify: ClassifyToml,
     metrics: MetricsToml,
     report: ReportToml<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    punch: Option<PunchToml>,
 }
 
 #[derive(Serialize)]
@@ -76,13 +81,14 @@ pub fn p2p_port(fleet: &SensorFleet) -> i32 {
 
 /// `sensor.toml` for every sensor of `fleet`, reporting to `collector_endpoint` every
 /// `report_interval_ms`. A Static external address goes into the file; HostIP comes from the
-/// pod's environment instead.
+/// pod's environment instead. `relay`: the relay of the `punch` sidecar, rendered as `[punch]`.
 pub fn render(
     fleet: &SensorFleet,
     namespace: &str,
     name: &str,
     collector_endpoint: &str,
     report_interval_ms: u64,
+    relay: Option<&PunchRelay>,
 ) -> String {
     let spec = &fleet.spec;
     let port = p2p_port(fleet);
@@ -114,6 +120,7 @@ pub fn render(
             owner_kind: OWNER_SENSOR_FLEET,
             owner_name: name,
         },
+        punch: relay.map(|relay| punch::toml_section(fleet, relay)),
     };
     let body = toml::to_string(&config).unwrap_or_default();
     format!("# Rendered by p2p-sensor-operator from SensorFleet {namespace}/{name}; edits are overwritten.\n{body}")

@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::punch::RelayProblem;
 use crate::collector::aggregate::FleetAggregate;
 use crate::conditions::{self, Desired};
 use crate::crd::{SensorCounts, SensorFleet, SensorFleetStatus, condition};
@@ -52,8 +53,8 @@ pub struct Observed<'a> {
     pub workload: Option<WorkloadState>,
     /// The collector's last published aggregate of the fleet's reports.
     pub reports: Option<&'a FleetAggregate>,
-    /// `Some(name)` when `spec.relayRef` names a RelayNode that does not exist.
-    pub missing_relay: Option<&'a str>,
+    /// Why `spec.relayRef` gives no hole-punch sidecar (relay missing, no PeerId, no address).
+    pub relay_problem: Option<&'a RelayProblem>,
 }
 
 /// The conditions, in the order Ready, Reconciling, Stalled, Degraded.
@@ -68,13 +69,8 @@ pub fn desired_conditions(fleet: &SensorFleet, observed: &Observed<'_>) -> Vec<D
             "externalTrafficPolicy Cluster SNATs inbound peers: sensors cannot see their source IPs, so dial-back \
              classification is impossible; use Local or HostNetwork",
         )
-    } else if let Some(relay) = observed.missing_relay {
-        Desired::new(
-            DEGRADED,
-            true,
-            "RelayNotFound",
-            format!("spec.relayRef names RelayNode {relay:?}, which does not exist"),
-        )
+    } else if let Some(problem) = observed.relay_problem {
+        Desired::new(DEGRADED, true, problem.reason(), problem.message())
     } else {
         Desired::new(DEGRADED, false, "AsExpected", "")
     };
@@ -141,4 +137,42 @@ pub fn status(fleet: &SensorFleet, observed: &Observed<'_>, now: &Time) -> Senso
         status.sensor_summaries = reports.summaries.clone();
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(spec: serde_json::Value) -> SensorFleet {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "p2psensor.dev/v1alpha1", "kind": "SensorFleet",
+            "metadata": {"name": "f", "namespace": "lab"}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn degraded(fleet: &SensorFleet, problem: Option<&RelayProblem>) -> (bool, &'static str, String) {
+        let observed = Observed { relay_problem: problem, ..Observed::default() };
+        let d = desired_conditions(fleet, &observed).into_iter().find(|c| c.type_ == condition::DEGRADED).unwrap();
+        (d.status, d.reason, d.message)
+    }
+
+    #[test]
+    fn an_unresolvable_relay_degrades_the_fleet_with_its_reason() {
+        let f = fleet(serde_json::json!({"network": "devnet", "relayRef": {"name": "edge"}}));
+        assert!(!degraded(&f, None).0);
+        for (problem, reason) in [
+            (RelayProblem::NotFound("edge".into()), "RelayNotFound"),
+            (RelayProblem::NotReady("edge".into()), "RelayNotReady"),
+            (RelayProblem::AddressUnknown("edge".into()), "RelayAddressUnknown"),
+        ] {
+            let (status, got, message) = degraded(&f, Some(&problem));
+            assert_eq!((status, got), (true, reason));
+            assert!(message.contains("\"edge\""), "{message}");
+        }
+        // Hidden source IPs matter more: they spoil every measurement, not only hole punching.
+        let hidden = fleet(serde_json::json!({"network": "devnet", "relayRef": {"name": "edge"},
+            "exposure": {"kind": "LoadBalancer", "externalTrafficPolicy": "Cluster"}}));
+        assert_eq!(degraded(&hidden, Some(&RelayProblem::NotFound("edge".into()))).1, "SourceIPHidden");
+    }
 }

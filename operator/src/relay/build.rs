@@ -125,7 +125,7 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
         env: relay_env(&external_addresses(relay)),
         mounts: vec![("config", CONFIG_DIR, true), ("identity", IDENTITY_DIR, true)],
         resources: spec.resources.clone(),
-        health_port: Some(METRICS_PORT),
+        health_port: Some("metrics"),
     });
 
     let volumes = vec![

@@ -74,10 +74,13 @@ impl Harness {
     pub fn new() -> Self {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
+        // Every cache has had its first (empty) list, as after start-up; tests then add objects.
         macro_rules! store {
-            () => {
-                kube::runtime::reflector::store()
-            };
+            () => {{
+                let (reader, mut writer) = kube::runtime::reflector::store();
+                writer.apply_watcher_event(&watcher::Event::InitDone);
+                (reader, writer)
+            }};
         }
         let (fleets, fleets_w) = store!();
         let (relays, relays_w) = store!();
