@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod p2p;
 pub mod peer_report;
 pub mod report;
+pub mod signal;
 pub mod store;
 
 pub use error::{Result, SensorError};

@@ -199,7 +199,7 @@ impl Sensor {
 pub async fn run(config: Config) -> Result<()> {
     raise_fd_limit();
     let sensor = Sensor::start(&config).await?;
-    wait_for_signal().await;
+    crate::signal::wait_for_signal().await;
     sensor.shutdown().await
 }
 
@@ -218,21 +218,5 @@ fn raise_fd_limit() {
         tracing::debug!(limit = lim.rlim_cur, "open files limit");
     } else {
         tracing::warn!("could not raise the open files limit");
-    }
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminated => tracing::info!("SIGTERM received"),
     }
 }

@@ -44,15 +44,13 @@ pub mod swarm;
 
 use std::{path::PathBuf, time::Duration};
 
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
-use tokio::sync::watch;
-
 use self::attempt::Transport;
 pub use self::client::{Output, PunchClient};
 use crate::{
     config::{Config, DEFAULT_PUNCH_TIMEOUT_SECS},
     error::{Result, SensorError},
 };
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
 /// How long start-up waits for every local listener to report an address.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,35 +148,10 @@ impl PunchSettings {
 /// outcomes.
 pub async fn run(config: Config, output: Output) -> Result<()> {
     let settings = PunchSettings::from_config(&config)?;
-    let stop = stop_on_signal();
+    let stop = crate::signal::stop_on_signal();
     let mut client = PunchClient::start(&config, settings, output).await?;
     client.run(stop).await;
     client.shutdown().await
-}
-
-/// A watch that turns true on SIGTERM or SIGINT. The handlers are installed before this returns,
-/// so a signal from then on never kills the process.
-fn stop_on_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = recv(term.as_mut()) => tracing::info!("SIGTERM received"),
-            _ = recv(int.as_mut()) => tracing::info!("SIGINT received"),
-        }
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
-    match signal {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

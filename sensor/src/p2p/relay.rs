@@ -193,7 +193,7 @@ impl RelayServer {
 /// `sensor relay`: start, wait for SIGTERM or SIGINT, shut down.
 pub async fn run(config: Config) -> Result<()> {
     let relay = RelayServer::start(&config).await?;
-    wait_for_signal().await;
+    crate::signal::wait_for_signal().await;
     relay.shutdown().await
 }
 
@@ -446,22 +446,6 @@ fn bind_error(what: &'static str, address: SocketAddr, e: TransportError<io::Err
         TransportError::MultiaddrNotSupported(addr) => io::Error::other(format!("{addr} is not supported")),
     };
     SensorError::Bind { what, address, source }
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminated => tracing::info!("SIGTERM received"),
-    }
 }
 
 #[cfg(test)]
