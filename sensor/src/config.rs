@@ -324,6 +324,10 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("relay.max_circuits_per_peer", Kind::Int, "sensor relay: circuits of one peer at once at most; 1..=100000"),
     ("relay.max_circuit_duration_secs", Kind::Int, "sensor relay: lifetime of one circuit, seconds; 1..=86400"),
     ("relay.max_circuit_bytes", Kind::Int, "sensor relay: bytes relayed per circuit at most; 1024..=1073741824"),
+    ("relay.reservation_rate_per_peer", Kind::Int, "sensor relay: reservations per peer, a bucket refilled one every 2 minutes; 0 = no limit; 0..=100000"),
+    ("relay.reservation_rate_per_ip", Kind::Int, "sensor relay: reservations per source IP, a bucket refilled one every minute; 0 = no limit; 0..=100000"),
+    ("relay.circuit_rate_per_peer", Kind::Int, "sensor relay: circuits per source peer, a bucket refilled one every 2 minutes; 0 = no limit; 0..=100000"),
+    ("relay.circuit_rate_per_ip", Kind::Int, "sensor relay: circuits per source IP, a bucket refilled one every minute; 0 = no limit; 0..=100000"),
     ("relay.allow_private_targets", Kind::Bool, "sensor relay lab mode: AutoNAT also serves clients at private/loopback/documentation IPs; true or false"),
     ("punch.relay", Kind::Str, "sensor punch: the relay, /ip4|ip6/IP/tcp/PORT/p2p/ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID; \"\" = none (sensor punch needs one)"),
     ("punch.targets", Kind::List, "sensor punch: PeerIds to hole-punch to through the relay; none = only hold a reservation; the environment variable is a comma-separated list"),
@@ -687,7 +691,7 @@ fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Pa
 mod p2p;
 
 pub use p2p::{
-    DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RelayConfig, RelayListen, check_external_address, check_punch_relay,
+    DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RATE_PER_IP, RATE_PER_PEER, RelayConfig, RelayListen, check_external_address, check_punch_relay,
 };
 
 #[cfg(test)]

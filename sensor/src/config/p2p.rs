@@ -2,6 +2,8 @@
 //! (`sensor punch`), their validation, and the multiaddr / PeerId (de)serialisers they use.
 //! Split from `config.rs` to keep each file readable; the loading rules live there.
 
+use std::time::Duration;
+
 use super::*;
 
 /// `[relay]`: `sensor relay`, the libp2p circuit relay v2 server (with identify, ping and an
@@ -46,6 +48,19 @@ pub struct RelayConfig {
     pub max_circuit_duration_secs: u64,
     /// Bytes relayed per circuit, 1024..=1073741824. Default 131072 (128 KiB).
     pub max_circuit_bytes: u64,
+    /// Reservation rate limit per peer, 0..=100000: a token bucket of this many reservations
+    /// that refills one every 2 minutes (rust-libp2p `relay::Config::reservation_rate_per_peer`);
+    /// 0 = no limit (lab mode, e.g. a 50-attempt benchmark). Default 30.
+    pub reservation_rate_per_peer: u32,
+    /// Reservation rate limit per source IP, 0..=100000: a bucket of this many that refills one
+    /// every minute (`reservation_rate_per_ip`); 0 = no limit. Default 60.
+    pub reservation_rate_per_ip: u32,
+    /// Circuit rate limit per source peer, 0..=100000: a bucket of this many circuits that
+    /// refills one every 2 minutes (`circuit_src_per_peer`); 0 = no limit. Default 30.
+    pub circuit_rate_per_peer: u32,
+    /// Circuit rate limit per source IP, 0..=100000: a bucket of this many that refills one
+    /// every minute (`circuit_src_per_ip`); 0 = no limit. Default 60.
+    pub circuit_rate_per_ip: u32,
     /// Lab mode: the AutoNAT server also answers clients observed at private, loopback or
     /// documentation addresses (rust-libp2p `only_global_ips = false`). Default false.
     pub allow_private_targets: bool,
@@ -135,6 +150,13 @@ impl Default for PunchConfig {
     }
 }
 
+/// rust-libp2p relay 0.22's default rate limiters (`relay::Config::default`, behaviour.rs): per
+/// peer a bucket of 30 refilled one every 2 minutes, per IP a bucket of 60 refilled one every
+/// minute — the same for reservations and for circuits. (bucket size, refill interval)
+pub const RATE_PER_PEER: (u32, Duration) = (30, Duration::from_secs(120));
+/// See [`RATE_PER_PEER`].
+pub const RATE_PER_IP: (u32, Duration) = (60, Duration::from_secs(60));
+
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
@@ -150,6 +172,10 @@ impl Default for RelayConfig {
             max_circuits_per_peer: 4,
             max_circuit_duration_secs: 120,
             max_circuit_bytes: 128 * 1024,
+            reservation_rate_per_peer: RATE_PER_PEER.0,
+            reservation_rate_per_ip: RATE_PER_IP.0,
+            circuit_rate_per_peer: RATE_PER_PEER.0,
+            circuit_rate_per_ip: RATE_PER_IP.0,
             allow_private_targets: false,
         }
     }
@@ -206,6 +232,14 @@ impl RelayConfig {
         range("relay.max_circuits_per_peer", count(self.max_circuits_per_peer), 1, Some(100_000))?;
         range("relay.max_circuit_duration_secs", self.max_circuit_duration_secs, 1, Some(86_400))?;
         range("relay.max_circuit_bytes", self.max_circuit_bytes, 1024, Some(1 << 30))?;
+        for (key, rate) in [
+            ("relay.reservation_rate_per_peer", self.reservation_rate_per_peer),
+            ("relay.reservation_rate_per_ip", self.reservation_rate_per_ip),
+            ("relay.circuit_rate_per_peer", self.circuit_rate_per_peer),
+            ("relay.circuit_rate_per_ip", self.circuit_rate_per_ip),
+        ] {
+            range(key, u64::from(rate), 0, Some(100_000))?;
+        }
         if self.listen_tcp.is_none() && self.listen_quic.is_none() {
             return Err(config_err("relay.listen_tcp", "relay.listen_tcp and relay.listen_quic are both empty"));
         }

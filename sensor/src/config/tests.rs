@@ -365,6 +365,10 @@ fn relay_defaults_are_rust_libp2p_defaults() {
     );
     assert_eq!(Duration::from_secs(r.max_circuit_duration_secs), libp2p.max_circuit_duration);
     assert_eq!(r.max_circuit_bytes, libp2p.max_circuit_bytes);
+    assert_eq!(
+        (r.reservation_rate_per_peer, r.reservation_rate_per_ip, r.circuit_rate_per_peer, r.circuit_rate_per_ip),
+        (30, 60, 30, 60)
+    );
     assert!(!r.allow_private_targets);
     assert_eq!(config.relay_identity_file(), PathBuf::from("./data/relay_identity.key"));
     let text = Config::default_toml();
@@ -403,6 +407,19 @@ fn relay_reads_the_operator_rendered_file() {
     let file = "[relay]\nexternal_addresses = [\"/dns4/relay.example/tcp/4001\"]\nlisten_quic = \"127.0.0.1:4001\"\n";
     let (config, _) = load(Some(file), &[], &CliOverrides::default()).unwrap();
     assert_eq!(config.relay.external_addresses, multiaddrs(&["/dns4/relay.example/tcp/4001"]));
+}
+
+#[test]
+fn relay_rate_limits_come_from_the_file_and_env_and_zero_turns_them_off() {
+    let file = "[relay]\nreservation_rate_per_peer = 5\ncircuit_rate_per_peer = 7\n";
+    let vars = [("SENSOR_RELAY_CIRCUIT_RATE_PER_IP", "0"), ("SENSOR_RELAY_CIRCUIT_RATE_PER_PEER", "9")];
+    let (config, _) = load(Some(file), &vars, &CliOverrides::default()).unwrap();
+    let r = &config.relay;
+    assert_eq!(
+        (r.reservation_rate_per_peer, r.reservation_rate_per_ip, r.circuit_rate_per_peer, r.circuit_rate_per_ip),
+        (5, 60, 9, 0)
+    );
+    assert!(Config::default_toml().contains("SENSOR_RELAY_CIRCUIT_RATE_PER_IP"));
 }
 
 #[test]
@@ -520,6 +537,11 @@ fn relay_errors_name_their_key() {
         |c| c.relay.max_circuit_bytes = 1023,
         "relay.max_circuit_bytes",
         "must be between 1024 and 1073741824, got 1023",
+    );
+    check(
+        |c| c.relay.circuit_rate_per_ip = 100_001,
+        "relay.circuit_rate_per_ip",
+        "must be between 0 and 100000, got 100001",
     );
     // Per-peer limits above the totals are allowed (the totals still cap), as the CRD allows.
     let mut config = Config::default();

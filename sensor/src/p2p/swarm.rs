@@ -1,14 +1,14 @@
 //! The relay's libp2p swarm: TCP and QUIC v1 transports, Noise + Yamux on TCP, and the
 //! behaviours circuit relay v2 (server), identify, ping and AutoNAT v1 (server side only).
 
-use std::{io, time::Duration};
+use std::{io, num::NonZeroU32, time::Duration};
 
 use libp2p::{
     Swarm, SwarmBuilder, autonat, identify, identity::Keypair, noise, ping, relay, swarm::NetworkBehaviour, tcp, yamux,
 };
 
 use crate::{
-    config::RelayConfig,
+    config::{RATE_PER_IP, RATE_PER_PEER, RelayConfig},
     error::{Result, SensorError},
 };
 
@@ -31,18 +31,35 @@ pub struct RelayBehaviour {
     pub autonat: autonat::Behaviour,
 }
 
-/// rust-libp2p's relay limits from `[relay]` (rate limiters and reservation duration stay at
-/// rust-libp2p's defaults).
+/// rust-libp2p's relay limits from `[relay]`: the caps, and the four token-bucket rate limiters
+/// with rust-libp2p's refill intervals ([`RATE_PER_PEER`], [`RATE_PER_IP`]); a rate of 0 adds
+/// no limiter. The reservation duration stays at rust-libp2p's default (1 hour).
 pub fn relay_limits(config: &RelayConfig) -> relay::Config {
-    relay::Config {
+    let mut limits = relay::Config {
         max_reservations: config.max_reservations,
         max_reservations_per_peer: config.max_reservations_per_peer,
         max_circuits: config.max_circuits,
         max_circuits_per_peer: config.max_circuits_per_peer,
         max_circuit_duration: Duration::from_secs(config.max_circuit_duration_secs),
         max_circuit_bytes: config.max_circuit_bytes,
+        reservation_rate_limiters: Vec::new(),
+        circuit_src_rate_limiters: Vec::new(),
         ..relay::Config::default()
+    };
+    let (peer_interval, ip_interval) = (RATE_PER_PEER.1, RATE_PER_IP.1);
+    if let Some(n) = NonZeroU32::new(config.reservation_rate_per_peer) {
+        limits = limits.reservation_rate_per_peer(n, peer_interval);
     }
+    if let Some(n) = NonZeroU32::new(config.reservation_rate_per_ip) {
+        limits = limits.reservation_rate_per_ip(n, ip_interval);
+    }
+    if let Some(n) = NonZeroU32::new(config.circuit_rate_per_peer) {
+        limits = limits.circuit_src_per_peer(n, peer_interval);
+    }
+    if let Some(n) = NonZeroU32::new(config.circuit_rate_per_ip) {
+        limits = limits.circuit_src_per_ip(n, ip_interval);
+    }
+    limits
 }
 
 /// AutoNAT v1 as a server only: it never probes by itself (no servers, connected peers not
@@ -81,4 +98,46 @@ pub fn build(key: Keypair, config: &RelayConfig) -> Result<Swarm<RelayBehaviour>
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_keep_rust_libp2p_rate_limiters_and_zero_removes_them() {
+        let config = RelayConfig::default();
+        let limits = relay_limits(&config);
+        let libp2p = relay::Config::default();
+        assert_eq!(limits.reservation_rate_limiters.len(), libp2p.reservation_rate_limiters.len());
+        assert_eq!(limits.circuit_src_rate_limiters.len(), libp2p.circuit_src_rate_limiters.len());
+        assert_eq!((limits.max_circuits, limits.max_circuit_bytes), (libp2p.max_circuits, libp2p.max_circuit_bytes));
+
+        let lab = RelayConfig { reservation_rate_per_ip: 0, circuit_rate_per_peer: 0, ..config.clone() };
+        let limits = relay_limits(&lab);
+        assert_eq!((limits.reservation_rate_limiters.len(), limits.circuit_src_rate_limiters.len()), (1, 1));
+        let off = RelayConfig {
+            reservation_rate_per_peer: 0,
+            reservation_rate_per_ip: 0,
+            circuit_rate_per_peer: 0,
+            circuit_rate_per_ip: 0,
+            ..config
+        };
+        let limits = relay_limits(&off);
+        assert!(limits.reservation_rate_limiters.is_empty() && limits.circuit_src_rate_limiters.is_empty());
+    }
+
+    #[test]
+    fn a_bucket_of_one_refuses_the_second_circuit_from_the_same_peer() {
+        let config = RelayConfig { circuit_rate_per_peer: 1, circuit_rate_per_ip: 0, ..RelayConfig::default() };
+        let mut limits = relay_limits(&config);
+        let (peer, other) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+        let addr: libp2p::Multiaddr = "/ip4/198.51.100.9/tcp/4001".parse().unwrap();
+        let now = std::time::Instant::now();
+        let limiter = &mut limits.circuit_src_rate_limiters[0];
+        assert!(limiter.try_next(peer, &addr, now));
+        assert!(!limiter.try_next(peer, &addr, now), "the bucket of one is empty");
+        assert!(limiter.try_next(other, &addr, now), "buckets are per peer");
+        assert!(limiter.try_next(peer, &addr, now + RATE_PER_PEER.1), "refilled after the interval");
+    }
 }

@@ -22,6 +22,15 @@ pub const RELAY_ALT_PORT: u16 = 4002;
 pub const CLIENT_PORT: u16 = 40000;
 /// Kaspa P2P port of the `sensor listen` behind B (devnet's default).
 pub const KASPA_PORT: u16 = 16611;
+/// The relay runs in lab mode: rust-libp2p's default rate limiters (30 circuits per peer, then
+/// one every 2 minutes) would refuse a 50-attempt benchmark's later circuits, which would then
+/// count as hole-punch failures.
+const LAB_RELAY_RATES: &[(&str, &str)] = &[
+    ("SENSOR_RELAY_RESERVATION_RATE_PER_PEER", "0"),
+    ("SENSOR_RELAY_RESERVATION_RATE_PER_IP", "0"),
+    ("SENSOR_RELAY_CIRCUIT_RATE_PER_PEER", "0"),
+    ("SENSOR_RELAY_CIRCUIT_RATE_PER_IP", "0"),
+];
 /// Longest wait for the relay to listen and for B's reservation.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -153,7 +162,9 @@ struct Sensor {
 }
 
 impl Sensor {
-    fn spawn(dir: &Path, name: &str, ns: &str, args: &[String]) -> Result<Sensor, String> {
+    /// Spawns `sensor ARGS` in namespace `ns` with the caller's `SENSOR_*` variables removed and
+    /// `env` set.
+    fn spawn(dir: &Path, name: &str, ns: &str, args: &[String], env: &[(&str, &str)]) -> Result<Sensor, String> {
         let stdout = dir.join(format!("{name}.out"));
         let log = dir.join(format!("{name}.log"));
         let file = |p: &Path| File::create(p).map_err(|e| format!("{name}: {}: {e}", p.display()));
@@ -162,7 +173,7 @@ impl Sensor {
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SENSOR_")) {
             cmd.env_remove(key);
         }
-        cmd.env("RUST_LOG", "info,libp2p_dcutr=debug").env("NO_COLOR", "1");
+        cmd.env("RUST_LOG", "info,libp2p_dcutr=debug").env("NO_COLOR", "1").envs(env.iter().copied());
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file(&stdout)?)
@@ -283,7 +294,7 @@ fn run_in_lab(
         relay_args.extend([s("--external-address"), format!("/ip4/{relay_ip}/{}", t.suffix(RELAY_PORT))]);
     }
     relay_args.extend([s("--metrics-listen"), format!("{relay_ip}:9102"), s("--allow-private-targets")]);
-    let mut relay = Sensor::spawn(dir, "relay", &lab.relay.ns, &relay_args)?;
+    let mut relay = Sensor::spawn(dir, "relay", &lab.relay.ns, &relay_args, LAB_RELAY_RATES)?;
     relay.wait_for(SETUP_TIMEOUT, "\"relay ready\"", |_, log| log.contains("relay ready"))?;
 
     let relay_addr = format!("{}/p2p/{relay_id}", listen(&relay_ip, RELAY_PORT));
@@ -319,12 +330,12 @@ fn run_in_lab(
             &format!("{}:9104", lab.b.ip),
         ]
         .map(s);
-        let mut listen = Sensor::spawn(dir, "b-node", &lab.b.ns, &args)?;
+        let mut listen = Sensor::spawn(dir, "b-node", &lab.b.ns, &args, &[])?;
         listen.wait_for(SETUP_TIMEOUT, "\"sensor ready\"", |_, log| log.contains("sensor ready"))?;
         node = Some(listen);
         holder_args.extend([s("--kaspa-bridge"), p2p]);
     }
-    let mut holder = Sensor::spawn(dir, "b", &lab.b.ns, &holder_args)?;
+    let mut holder = Sensor::spawn(dir, "b", &lab.b.ns, &holder_args, &[])?;
     let on_relay = |out: &str, _: &str| out.contains("\"event\":\"reservation\"");
     holder.wait_for(SETUP_TIMEOUT, "reservation", on_relay).map_err(|e| e + &relay.log_tail(30))?;
 
@@ -340,7 +351,7 @@ fn run_in_lab(
     if kaspa {
         args.extend([s("--kaspa-handshake"), s("--network"), s("devnet")]);
     }
-    let mut dialer = Sensor::spawn(dir, "a", &lab.a.ns, &args)?;
+    let mut dialer = Sensor::spawn(dir, "a", &lab.a.ns, &args, &[])?;
     // Set-up (≤ 10 s) plus every attempt, its disconnect (≤ 5 s) and a margin.
     let bound = Duration::from_secs(30 + u64::from(attempts) * (attempt_timeout_secs + 6));
     let logs = |dialer: &Sensor, holder: &Sensor, relay: &Sensor| {
