@@ -5,8 +5,11 @@
 //! `target/nat-matrix/bench.{csv,json}`. Needs root.
 //!
 //! ```text
-//! cargo bench -p sensor --bench nat_matrix -- [ATTEMPTS=50] [TIMEOUT_SECS=5] [PARALLEL=3]
+//! cargo bench -p sensor --bench nat_matrix -- [ATTEMPTS=50] [TIMEOUT_SECS=5] [PARALLEL=3] [A:B:T...]
 //! ```
+//!
+//! `A:B:T` runs only the cases that match (e.g. `restricted:restricted:tcp`, `symmetric::` or
+//! `::quic`; an empty part matches anything).
 //!
 //! PARALLEL cases run at once, each in its own isolated lab. This kernel has no `sch_netem`: the
 //! lab adds no latency, so times are the software's own (plus the machine's load).
@@ -37,9 +40,20 @@ fn main() {
     let attempts = args.first().copied().unwrap_or(50) as u32;
     let timeout = args.get(1).copied().unwrap_or(5);
     let parallel = args.get(2).copied().unwrap_or(3).max(1) as usize;
+    let filters: Vec<Vec<String>> = std::env::args()
+        .skip(1)
+        .filter(|a| a.contains(':'))
+        .map(|f| f.split(':').map(str::to_owned).collect())
+        .collect();
+    let part = |want: Option<&String>, name: &str| want.is_none_or(|w| w.is_empty() || w == name);
+    let wanted = |a: NatType, b: NatType, t: Transport| {
+        filters.is_empty()
+            || filters.iter().any(|f| part(f.first(), a.name()) && part(f.get(1), b.name()) && part(f.get(2), t.name()))
+    };
     let cases: Vec<(NatType, NatType, Transport)> = NatType::ALL
         .into_iter()
         .flat_map(|a| NatType::ALL.into_iter().flat_map(move |b| Transport::ALL.map(|t| (a, b, t))))
+        .filter(|&(a, b, t)| wanted(a, b, t))
         .collect();
     println!("nat_matrix: {} cases × {attempts} attempts, {timeout} s bound each, {parallel} at once", cases.len());
     let started = Instant::now();
@@ -78,25 +92,30 @@ fn main() {
     let table = punchlab::write_matrix("bench", &results).expect("bench results written");
     println!("{table}");
     let (mut cone_ok, mut cone_all, mut false_success) = (0, 0, 0);
-    let mut ttd = Vec::new();
+    let (mut ttd, mut first) = (Vec::new(), Vec::new());
     for r in &results {
         match punchlab::expected(r.a, r.b, r.transport) {
             Expected::Success => {
                 cone_ok += r.successes();
                 cone_all += r.attempts.len();
                 ttd.extend(r.times_to_direct_ms());
+                first.extend(r.first_time_to_direct_ms());
             }
             Expected::Failure => false_success += r.successes(),
             Expected::Race => {}
         }
     }
     ttd.sort_unstable();
+    first.sort_unstable();
     println!(
-        "traversable cases: {cone_ok}/{cone_all} succeeded ({:.1} %), time to direct p50 {:?} ms p95 {:?} ms; \
-         untraversable cases: {false_success} false successes; {} cases in {:.0?}; no netem on this kernel",
+        "traversable cases: {cone_ok}/{cone_all} succeeded ({:.1} %), time to direct p50 {:?} ms p95 {:?} ms \
+         (first attempts, fresh NAT state: p50 {:?} ms, max {:?} ms); untraversable cases: {false_success} false \
+         successes; {} cases in {:.0?}; no netem on this kernel",
         100.0 * cone_ok as f64 / cone_all.max(1) as f64,
         punchlab::quantile(&ttd, 0.5),
         punchlab::quantile(&ttd, 0.95),
+        punchlab::quantile(&first, 0.5),
+        first.last(),
         results.len(),
         started.elapsed()
     );

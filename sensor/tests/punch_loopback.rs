@@ -10,9 +10,7 @@
 mod support;
 
 use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -27,7 +25,10 @@ use libp2p::{
 };
 use sensor::store::Reader;
 use serde_json::Value;
-use support::collector::TestCollector;
+use support::{
+    collector::TestCollector,
+    sensor_process::{SensorProcess, Spawn, free_port, get, metric, write_key},
+};
 
 /// Bound of every single wait in this file.
 const WAIT: Duration = Duration::from_secs(60);
@@ -35,177 +36,21 @@ const WAIT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-struct Process {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    log: PathBuf,
-    metrics: SocketAddr,
-}
-
-impl Process {
-    /// Starts `sensor ARGS` in `dir`, stdout and stderr in their own files, `--metrics-listen` on
-    /// a free port unless `metrics` is false.
-    fn spawn(dir: &Path, name: &str, args: &[String], env: &[(&str, String)], metrics: bool) -> Process {
-        let stdout = dir.join(format!("{name}.out"));
-        let log = dir.join(format!("{name}.log"));
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sensor"));
-        cmd.args(args).current_dir(dir);
-        if metrics {
-            cmd.args(["--metrics-listen", &address.to_string()]);
-        }
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SENSOR_")) {
-            cmd.env_remove(key);
-        }
-        cmd.env("RUST_LOG", "info,libp2p_dcutr=debug").env("NO_COLOR", "1");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Process { name: name.to_owned(), child, stdout, log, metrics: address }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stdout_text(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        self.stdout_text()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not JSON: {l:?}: {e}", self.name)))
-            .collect()
-    }
-
-    /// Waits until `/readyz` is 200.
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok((200, _)) = get(self.metrics, "/readyz").await {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited during start-up ({status}):\n{}", self.name, self.log_text());
-            }
-            assert!(Instant::now() < deadline, "{} not ready within {WAIT:?}:\n{}", self.name, self.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until stdout has `n` lines (bounded); returns them parsed.
-    async fn wait_lines(&mut self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let lines = self.lines();
-            if lines.len() >= n {
-                return lines;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited ({status}) after {} lines:\n{}", self.name, lines.len(), self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {n} lines not printed within {WAIT:?}:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {WAIT:?}:\n{}", self.name, self.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill(2) on our own child, not yet reaped (so the pid is not reused).
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        self.wait_exit().await
-    }
-
-    async fn metrics_text(&self) -> String {
-        match get(self.metrics, "/metrics").await {
-            Ok((200, body)) => body,
-            other => panic!("{}: GET /metrics: {other:?}", self.name),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
-}
-
-/// `GET path` → (status, body), bounded.
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || support_get(addr, &path)).await.map_err(|e| e.to_string())?
-}
-
-fn support_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
-    Ok((status, body.to_owned()))
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn write_key(path: &Path) -> PeerId {
-    let key = Keypair::generate_ed25519();
-    std::fs::write(path, key.to_protobuf_encoding().unwrap()).unwrap();
-    key.public().to_peer_id()
+/// `sensor ARGS` in `dir` (see [`SensorProcess`]), with DCUtR's debug log.
+fn spawn(dir: &Path, name: &str, args: &[String], env: &[(&str, String)], metrics: bool) -> SensorProcess {
+    SensorProcess::spawn(Spawn { dir, name, args, env, metrics, rust_log: "info,libp2p_dcutr=debug", wait: WAIT })
 }
 
 /// Starts `sensor relay` on TCP and QUIC (same port) with both as external addresses; returns
 /// the process, its PeerId and the two addresses.
-async fn start_relay(dir: &Path) -> (Process, PeerId, Multiaddr, Multiaddr) {
+async fn start_relay(dir: &Path) -> (SensorProcess, PeerId, Multiaddr, Multiaddr) {
     let port = free_port();
     let relay_id = write_key(&dir.join("relay.key"));
     start_relay_at(dir, port, relay_id).await
 }
 
 /// Starts `sensor relay` on `port` with the key `dir/relay.key` (of `relay_id`).
-async fn start_relay_at(dir: &Path, port: u16, relay_id: PeerId) -> (Process, PeerId, Multiaddr, Multiaddr) {
+async fn start_relay_at(dir: &Path, port: u16, relay_id: PeerId) -> (SensorProcess, PeerId, Multiaddr, Multiaddr) {
     let tcp: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
     let quic: Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().unwrap();
     let key = dir.join("relay.key");
@@ -221,7 +66,7 @@ async fn start_relay_at(dir: &Path, port: u16, relay_id: PeerId) -> (Process, Pe
         quic.to_string(),
         "--allow-private-targets".into(),
     ];
-    let mut relay = Process::spawn(dir, "relay", &args, &[], true);
+    let mut relay = spawn(dir, "relay", &args, &[], true);
     relay.wait_ready().await;
     (relay, relay_id, tcp.with(Protocol::P2p(relay_id)), quic.with(Protocol::P2p(relay_id)))
 }
@@ -315,8 +160,11 @@ async fn punches_through_the_relay_are_printed_stored_counted_and_reported() {
     let listener_key = dir.path().join("listener.key");
     let listener_id = write_key(&listener_key);
     let extra = vec!["--json".into(), "--identity".into(), listener_key.display().to_string()];
-    let args = punch_args(&relay_tcp, &dir.path().join("listener"), &extra);
-    let mut listener = Process::spawn(dir.path(), "listener", &args, &[], true);
+    // The listener knows the relay by name (libp2p-dns, /etc/hosts), the dialers by address.
+    let relay_by_name: Multiaddr =
+        relay_tcp.to_string().replace("/ip4/127.0.0.1/", "/dns4/localhost/").parse().unwrap();
+    let args = punch_args(&relay_by_name, &dir.path().join("listener"), &extra);
+    let mut listener = spawn(dir.path(), "listener", &args, &[], true);
     listener.wait_ready().await;
     let reservation = listener.wait_lines(1).await;
     assert_eq!(reservation[0]["event"], "reservation", "{reservation:?}");
@@ -346,7 +194,7 @@ async fn punches_through_the_relay_are_printed_stored_counted_and_reported() {
         "5".into(),
     ];
     let started = Instant::now();
-    let mut dialer = Process::spawn(dir.path(), "dialer", &punch_args(&relay_tcp, &dialer_dir, &extra), &env, true);
+    let mut dialer = spawn(dir.path(), "dialer", &punch_args(&relay_tcp, &dialer_dir, &extra), &env, true);
 
     // The two attempts on the listener succeed; /metrics counts them while the attempts on the
     // peer without DCUtR are still running (each takes the whole 5 s).
@@ -435,7 +283,7 @@ async fn punches_through_the_relay_are_printed_stored_counted_and_reported() {
     // confirmed first (QUIC may open two; one attempt is one line).
     let quic_dir = dir.path().join("dialer-quic");
     let extra: Vec<String> = vec!["--json".into(), "--target".into(), listener_id.to_string()];
-    let mut quic = Process::spawn(dir.path(), "dialer-quic", &punch_args(&relay_quic, &quic_dir, &extra), &[], true);
+    let mut quic = spawn(dir.path(), "dialer-quic", &punch_args(&relay_quic, &quic_dir, &extra), &[], true);
     let status = quic.wait_exit().await;
     assert!(status.success(), "{status}\n{}", quic.log_text());
     let lines = quic.lines();
@@ -461,16 +309,11 @@ async fn failures_are_recorded_not_hangs_and_bad_relays_exit_non_zero() {
     let early_relay: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{relay_id}").parse().unwrap();
     let extra: Vec<String> = vec!["--json".into(), "--timeout-secs".into(), "20".into()];
     let early_started = Instant::now();
-    let mut early = Process::spawn(
-        dir.path(),
-        "early-listener",
-        &punch_args(&early_relay, &dir.path().join("early"), &extra),
-        &[],
-        true,
-    );
+    let mut early =
+        spawn(dir.path(), "early-listener", &punch_args(&early_relay, &dir.path().join("early"), &extra), &[], true);
     let deadline = Instant::now() + WAIT;
     while !early.log_text().contains("reservation failed or lost") {
-        assert!(early.child.try_wait().unwrap().is_none(), "exited early:\n{}", early.log_text());
+        assert!(early.try_exit().is_none(), "exited early:\n{}", early.log_text());
         assert!(Instant::now() < deadline, "no failed reservation logged:\n{}", early.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -485,8 +328,7 @@ async fn failures_are_recorded_not_hangs_and_bad_relays_exit_non_zero() {
     let extra: Vec<String> =
         vec!["--json".into(), "--target".into(), nobody.to_string(), "--timeout-secs".into(), "5".into()];
     let started = Instant::now();
-    let mut dialer =
-        Process::spawn(dir.path(), "nobody", &punch_args(&relay_tcp, &dir.path().join("d1"), &extra), &[], true);
+    let mut dialer = spawn(dir.path(), "nobody", &punch_args(&relay_tcp, &dir.path().join("d1"), &extra), &[], true);
     let status = dialer.wait_exit().await;
     assert!(status.success(), "exit 0 whatever the outcome: {status}\n{}", dialer.log_text());
     assert!(started.elapsed() < Duration::from_secs(25), "bounded: {:?}", started.elapsed());
@@ -515,7 +357,7 @@ async fn failures_are_recorded_not_hangs_and_bad_relays_exit_non_zero() {
         "3".into(),
     ];
     let mut dialer =
-        Process::spawn(dir.path(), "unreachable", &punch_args(&unreachable, &dir.path().join("d2"), &extra), &[], true);
+        spawn(dir.path(), "unreachable", &punch_args(&unreachable, &dir.path().join("d2"), &extra), &[], true);
     let status = dialer.wait_exit().await;
     assert!(status.success(), "{status}\n{}", dialer.log_text());
     let lines = dialer.lines();
@@ -533,11 +375,10 @@ async fn failures_are_recorded_not_hangs_and_bad_relays_exit_non_zero() {
         "--timeout-secs".into(),
         "30".into(),
     ];
-    let mut dialer =
-        Process::spawn(dir.path(), "cancelled", &punch_args(&relay_tcp, &dir.path().join("d4"), &extra), &[], true);
+    let mut dialer = spawn(dir.path(), "cancelled", &punch_args(&relay_tcp, &dir.path().join("d4"), &extra), &[], true);
     let deadline = Instant::now() + WAIT;
     while !dialer.log_text().contains("punch attempt started") {
-        assert!(dialer.child.try_wait().unwrap().is_none(), "exited early:\n{}", dialer.log_text());
+        assert!(dialer.try_exit().is_none(), "exited early:\n{}", dialer.log_text());
         assert!(Instant::now() < deadline, "no attempt started:\n{}", dialer.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -589,7 +430,7 @@ async fn failures_are_recorded_not_hangs_and_bad_relays_exit_non_zero() {
     ];
     for (name, mut args, code, needles) in cases {
         args.extend(["--data-dir".into(), d3.display().to_string()]);
-        let mut p = Process::spawn(dir.path(), name, &args, &[], false);
+        let mut p = spawn(dir.path(), name, &args, &[], false);
         let status = p.wait_exit().await;
         let out = p.log_text();
         assert_eq!(status.code(), Some(code), "{name}: {out}");

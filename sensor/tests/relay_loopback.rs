@@ -8,26 +8,19 @@
 
 mod support;
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, SwarmBuilder, identify,
-    identity::Keypair,
-    noise, ping, relay,
+    Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, ping, relay,
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
-use support::collector::TestCollector;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::mpsc,
+use support::{
+    collector::TestCollector,
+    sensor_process::{SensorProcess, Spawn, free_port, metric, peer_id_of},
 };
+use tokio::sync::mpsc;
 
 /// Bound of every single wait in this file.
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,132 +28,17 @@ const WAIT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // The relay process
 
-struct RelayProcess {
-    child: Child,
-    log: PathBuf,
-    metrics: SocketAddr,
+/// `sensor relay ARGS` in `dir` (see [`SensorProcess`]).
+fn spawn_relay(dir: &Path, name: &str, args: &[String], env: &[(&str, String)], metrics: bool) -> SensorProcess {
+    let args: Vec<String> = std::iter::once("relay".to_owned()).chain(args.iter().cloned()).collect();
+    SensorProcess::spawn(Spawn { dir, name, args: &args, env, metrics, rust_log: "info", wait: WAIT })
 }
 
-impl RelayProcess {
-    /// Starts `sensor relay ARGS` with `--metrics-listen` on a free port and waits for `/readyz`.
-    async fn start(dir: &Path, name: &str, args: &[String], env: &[(&str, String)]) -> RelayProcess {
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut relay = Self::spawn(dir, name, args, env, Some(metrics));
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok((200, _)) = http_get(metrics, "/readyz").await {
-                return relay;
-            }
-            if let Some(status) = relay.child.try_wait().unwrap() {
-                panic!("{name} exited during start-up ({status}):\n{}", relay.log_text());
-            }
-            assert!(Instant::now() < deadline, "{name} not ready within {WAIT:?}:\n{}", relay.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn spawn(dir: &Path, name: &str, args: &[String], env: &[(&str, String)], metrics: Option<SocketAddr>) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sensor"));
-        cmd.arg("relay").args(args).current_dir(dir);
-        if let Some(metrics) = metrics {
-            cmd.args(["--metrics-listen", &metrics.to_string()]);
-        }
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SENSOR_")) {
-            cmd.env_remove(key);
-        }
-        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
-        RelayProcess { child, log, metrics: metrics.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))) }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the relay did not exit within {WAIT:?}:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill(2) on our own child, not yet reaped (so the pid is not reused).
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        self.wait_exit().await
-    }
-
-    async fn metrics_text(&self) -> String {
-        match http_get(self.metrics, "/metrics").await {
-            Ok((200, body)) => body,
-            other => panic!("GET /metrics: {other:?}"),
-        }
-    }
-
-    /// Polls `/metrics` until every line of `want` is present.
-    async fn wait_metrics(&self, want: &[&str]) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = self.metrics_text().await;
-            if want.iter().all(|line| text.lines().any(|l| l == *line)) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "metrics never showed {want:?}:\n{text}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1 (for the relay's TCP and QUIC listeners).
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
-}
-
-/// `GET path` over HTTP/1.0 → (status, body); bounded by [`WAIT`].
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let request = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
-        Ok((status, body.to_owned()))
-    };
-    tokio::time::timeout(WAIT, request).await.map_err(|_| "timeout".to_owned())?
-}
-
-/// The PeerId of the keypair in `file` (written by the relay).
-fn peer_id_of(file: &Path) -> PeerId {
-    let bytes = std::fs::read(file).unwrap();
-    Keypair::from_protobuf_encoding(&bytes).unwrap().public().to_peer_id()
+/// [`spawn_relay`] with metrics, then waits for `/readyz`.
+async fn start_relay(dir: &Path, name: &str, args: &[String], env: &[(&str, String)]) -> SensorProcess {
+    let mut relay = spawn_relay(dir, name, args, env, true);
+    relay.wait_ready().await;
+    relay
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,10 +109,6 @@ fn circuit(relay: &Multiaddr, relay_id: PeerId) -> Multiaddr {
     relay.clone().with_p2p(relay_id).unwrap().with(libp2p::multiaddr::Protocol::P2pCircuit)
 }
 
-fn metric_line_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +138,7 @@ async fn reservation_circuit_ping_metrics_report_shutdown_and_restart() {
         "--listen".into(),
         quic.to_string(),
     ];
-    let mut relay = RelayProcess::start(dir.path(), "relay", &args, &env).await;
+    let mut relay = start_relay(dir.path(), "relay", &args, &env).await;
     let relay_id = peer_id_of(&identity);
     assert!(relay.log_text().contains(&relay_id.to_string()), "the PeerId is logged:\n{}", relay.log_text());
 
@@ -322,10 +196,10 @@ async fn reservation_circuit_ping_metrics_report_shutdown_and_restart() {
             "sensor_relay_circuits_total{result=\"denied\"} 0",
         ])
         .await;
-    assert!(metric_line_value(&text, "sensor_relay_reservations_total{result=\"accepted\"}").unwrap() >= 1.0);
-    assert_eq!(metric_line_value(&text, "sensor_relay_reservations_total{result=\"denied\"}"), Some(0.0));
+    assert!(metric(&text, "sensor_relay_reservations_total{result=\"accepted\"}").unwrap() >= 1.0);
+    assert_eq!(metric(&text, "sensor_relay_reservations_total{result=\"denied\"}"), Some(0.0));
     assert!(
-        metric_line_value(&text, "libp2p_relay_events_total{event=\"ReservationReqAccepted\"}").unwrap() >= 1.0,
+        metric(&text, "libp2p_relay_events_total{event=\"ReservationReqAccepted\"}").unwrap() >= 1.0,
         "libp2p-metrics share the registry:\n{text}"
     );
     assert!(text.contains("libp2p_swarm_connections_incoming_total"), "{text}");
@@ -361,7 +235,7 @@ async fn reservation_circuit_ping_metrics_report_shutdown_and_restart() {
     // A restart with the same identity file keeps the PeerId: a dial that names it succeeds
     // (Noise checks the key).
     let key_before = std::fs::read(&identity).unwrap();
-    let relay = RelayProcess::start(dir.path(), "relay-restarted", &args, &env).await;
+    let relay = start_relay(dir.path(), "relay-restarted", &args, &env).await;
     assert_eq!(std::fs::read(&identity).unwrap(), key_before, "the key file is left alone");
     assert_eq!(peer_id_of(&identity), relay_id);
     let mut c3 = client();
@@ -387,7 +261,7 @@ async fn without_an_external_address_reservations_are_refused() {
     let identity = dir.path().join("relay.key");
     let args: Vec<String> =
         vec!["--identity".into(), identity.display().to_string(), "--listen".into(), tcp.to_string()];
-    let relay = RelayProcess::start(dir.path(), "relay-no-external", &args, &[]).await;
+    let relay = start_relay(dir.path(), "relay-no-external", &args, &[]).await;
     assert!(
         relay.log_text().contains("refuses every reservation"),
         "a warning explains the refusal:\n{}",
@@ -409,13 +283,15 @@ async fn without_an_external_address_reservations_are_refused() {
     .await;
     assert!(!failure.is_empty());
     let text = relay.metrics_text().await;
-    assert_eq!(metric_line_value(&text, "sensor_relay_reservations_active"), Some(0.0), "{text}");
-    assert_eq!(metric_line_value(&text, "sensor_relay_reservations_total{result=\"accepted\"}"), Some(0.0));
+    assert_eq!(metric(&text, "sensor_relay_reservations_active"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "sensor_relay_reservations_total{result=\"accepted\"}"), Some(0.0));
 }
 
 /// Runs `sensor relay ARGS` that must fail at start-up; returns (exit code, output).
 async fn failing_start(dir: &Path, name: &str, args: &[String]) -> (i32, String) {
-    let mut relay = RelayProcess::spawn(dir, name, args, &[], Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+    let args: Vec<String> =
+        args.iter().cloned().chain(["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()]).collect();
+    let mut relay = spawn_relay(dir, name, &args, &[], false);
     let status = relay.wait_exit().await;
     (status.code().unwrap_or(-1), relay.log_text())
 }

@@ -27,6 +27,7 @@ use super::common::{Exposure, Placement, PullPolicy};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.limits) || !has(self.limits.maxReservationsPerPeer) || !has(self.limits.maxReservations) || self.limits.maxReservationsPerPeer <= self.limits.maxReservations").message("limits.maxReservationsPerPeer must not exceed limits.maxReservations"))]
 #[x_kube(validation = Rule::new("!has(self.limits) || !has(self.limits.maxCircuitsPerPeer) || !has(self.limits.maxCircuits) || self.limits.maxCircuitsPerPeer <= self.limits.maxCircuits").message("limits.maxCircuitsPerPeer must not exceed limits.maxCircuits"))]
+#[x_kube(validation = Rule::new("!has(self.ports) || (!has(self.ports.tcpAlternate) && !has(self.ports.quicAlternate)) || !has(self.exposure) || !has(self.exposure.kind) || self.exposure.kind != 'NodePort'").message("ports.tcpAlternate and ports.quicAlternate need exposure kind HostNetwork or LoadBalancer: a NodePort Service has the one exposure.nodePort, none for an alternate"))]
 pub struct RelayNodeSpec {
     /// Image running `sensor relay`; default: the operator's `--sensor-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,8 +56,21 @@ pub struct RelayNodeSpec {
 }
 
 /// Listen ports of the relay.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+///
+/// The alternates are a second listener per transport (same IP, another port) for the punch
+/// clients' address-mapping test (RFC 5780 §4.3): a client connects to the primary and to the
+/// alternate port (found among the relay's identify listen addresses on the host it dialled)
+/// and compares the two addresses the relay observes it at: the same = cone NAT (endpoint-
+/// independent mapping), different = symmetric NAT. The test needs the alternate reachable at
+/// the same IP as the primary, which holds for exposure HostNetwork (a hostPort on the node's
+/// IP) and LoadBalancer (both ports on the one Service, hence the same load-balancer IP). With
+/// exposure NodePort they are rejected: the Service has the one `exposure.nodePort` (shared by
+/// TCP and QUIC), an alternate would need a node port of its own that the spec cannot name, and
+/// clients would have to be told that port (another NAT mapping in front of the relay).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.tcpAlternate) || self.tcpAlternate != self.tcp").message("tcpAlternate must differ from tcp"))]
+#[x_kube(validation = Rule::new("!has(self.quicAlternate) || !has(self.quic) || self.quicAlternate != self.quic").message("quicAlternate must differ from quic"))]
 pub struct RelayPorts {
     /// TCP port (default 4001).
     #[serde(default = "default_relay_port")]
@@ -66,6 +80,19 @@ pub struct RelayPorts {
     #[serde(default = "default_quic_port", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub quic: Option<i32>,
+    /// Second TCP port (same IP, another port) for the clients' address-mapping test; absent =
+    /// none. Published like `tcp` (a hostPort with HostNetwork, a port of the LoadBalancer
+    /// Service); not allowed with exposure NodePort. With `externalAddresses` set (always for a
+    /// LoadBalancer) also list `/ip4/<IP>/tcp/<tcpAlternate>` there, after the primary: clients
+    /// find the alternate among the relay's identify addresses on the IP they dialled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tcp_alternate: Option<i32>,
+    /// Second UDP port for QUIC v1, the same for QUIC as `tcpAlternate`; needs `quic` (not
+    /// null), must differ from it. Absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub quic_alternate: Option<i32>,
 }
 
 fn default_relay_port() -> i32 {
@@ -78,7 +105,7 @@ fn default_quic_port() -> Option<i32> {
 
 impl Default for RelayPorts {
     fn default() -> Self {
-        Self { tcp: default_relay_port(), quic: default_quic_port() }
+        Self { tcp: default_relay_port(), quic: default_quic_port(), tcp_alternate: None, quic_alternate: None }
     }
 }
 
@@ -128,6 +155,28 @@ pub struct RelayLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_circuit_bytes: Option<i64>,
+    /// Reservation rate limit per peer: a token bucket of this many reservations (renewals
+    /// included) that refills one every 2 minutes (default 30, rust-libp2p's). 0 = no limit (lab
+    /// use, e.g. a benchmark of many attempts from one peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub reservation_rate_per_peer: Option<i32>,
+    /// Reservation rate limit per source IP: a token bucket of this many reservations that
+    /// refills one every minute (default 60, rust-libp2p's). 0 = no limit (lab use, e.g. many
+    /// peers behind one NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub reservation_rate_per_ip: Option<i32>,
+    /// Circuit rate limit per source peer: a token bucket of this many circuits that refills one
+    /// every 2 minutes (default 30, rust-libp2p's). 0 = no limit (lab use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub circuit_rate_per_peer: Option<i32>,
+    /// Circuit rate limit per source IP: a token bucket of this many circuits that refills one
+    /// every minute (default 60, rust-libp2p's). 0 = no limit (lab use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub circuit_rate_per_ip: Option<i32>,
 }
 
 /// Observed state of a relay, written only by the operator.
@@ -167,8 +216,17 @@ pub struct HolePunchStats {
     /// Median time from relayed circuit to direct connection of successful attempts, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_direct_p50_ms: Option<i64>,
+    /// 95th percentile of the same, ms (from the merged histogram, interpolated in a bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_direct_p95_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by_transport: Vec<TransportStats>,
+    /// Kaspa handshakes (Version/Verack/Ready over `/p2psensor/kaspa/1`) completed on
+    /// hole-punched connections, and failed; 0 when the clients do not try them.
+    #[serde(default)]
+    pub kaspa_handshakes: i64,
+    #[serde(default)]
+    pub kaspa_handshake_failures: i64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -5,6 +5,11 @@
 //! twice) and the exposure Service `r-relay` (LoadBalancer/NodePort exposure only). All carry the
 //! common labels, a controller owner reference and a spec-hash annotation. The identity Secret
 //! is not built here (see [`super::identity`]): only its name goes into the pod.
+//!
+//! Alternate ports (`spec.ports.tcpAlternate` / `quicAlternate`, the clients' address-mapping
+//! test) are published like their primaries: container ports `tcp-alt` / `quic-alt` (hostPorts
+//! with HostNetwork) and, for a LoadBalancer, ports of the same Service, so they share the
+//! primary's IP. NodePort relays never have them (rejected by the validate step).
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,12 @@ use crate::pod::{self, ContainerParams};
 pub const COMPONENT: &str = "relay";
 /// File mode of the mounted identity key (owner read; the pod's fsGroup adds group read).
 pub const IDENTITY_MODE: i32 = 0o400;
+/// Names of the P2P container ports, also the names (and target ports) of the exposure
+/// Service's ports. Container port names are IANA service names: at most 15 characters.
+pub const PORT_TCP: &str = "tcp";
+pub const PORT_QUIC: &str = "quic";
+pub const PORT_TCP_ALT: &str = "tcp-alt";
+pub const PORT_QUIC_ALT: &str = "quic-alt";
 
 /// Everything a relay wants to exist, in apply order.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +79,12 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
     let spec = &relay.spec;
     let host_network = spec.exposure.kind == ExposureKind::HostNetwork;
     let (tcp, quic) = (spec.ports.tcp, spec.ports.quic);
+    // `(container/Service port name, port, protocol)` of the P2P listeners: primaries, then
+    // alternates (`validate` guarantees an alternate differs from, and has, its primary).
+    let mut p2p_ports = vec![(PORT_TCP, tcp, "TCP")];
+    p2p_ports.extend(quic.map(|q| (PORT_QUIC, q, "UDP")));
+    p2p_ports.extend(spec.ports.tcp_alternate.map(|p| (PORT_TCP_ALT, p, "TCP")));
+    p2p_ports.extend(spec.ports.quic_alternate.map(|p| (PORT_QUIC_ALT, p, "UDP")));
 
     let service_account = ServiceAccount {
         metadata: meta(names::service_account(name)),
@@ -98,8 +115,7 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
             node_port: spec.exposure.node_port,
             ..ServicePort::default()
         };
-        let mut ports = vec![port("tcp", tcp, "TCP")];
-        ports.extend(quic.map(|q| port("quic", q, "UDP")));
+        let ports = p2p_ports.iter().map(|&(port_name, number, protocol)| port(port_name, number, protocol)).collect();
         Service {
             metadata,
             spec: Some(ServiceSpec {
@@ -113,8 +129,8 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
         }
     });
 
-    let mut ports = vec![("tcp", tcp, "TCP", host_network)];
-    ports.extend(quic.map(|q| ("quic", q, "UDP", host_network)));
+    let mut ports: Vec<_> =
+        p2p_ports.iter().map(|&(port_name, number, protocol)| (port_name, number, protocol, host_network)).collect();
     ports.push(("metrics", METRICS_PORT, "TCP", false));
     let container = pod::container(ContainerParams {
         name: COMPONENT,
@@ -309,6 +325,66 @@ mod tests {
         assert_eq!(
             ports,
             [("tcp".into(), 4001, "TCP".into(), Some(31001)), ("quic".into(), 4001, "UDP".into(), Some(31001))]
+        );
+    }
+
+    fn container_ports(children: &RelayChildren) -> Vec<(String, i32, String, Option<i32>)> {
+        deployment_pod(children).containers[0]
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port, p.protocol.clone().unwrap(), p.host_port))
+            .collect()
+    }
+
+    #[test]
+    fn host_network_alternates_are_host_ports_next_to_their_primaries() {
+        let spec =
+            serde_json::json!({"ports": {"tcp": 4001, "quic": 4001, "tcpAlternate": 4002, "quicAlternate": 4003}});
+        let children = build(&relay(spec), &settings(), "edge-identity").unwrap();
+        let p = |name: &str, port, protocol: &str, host| (name.to_string(), port, protocol.to_string(), host);
+        assert_eq!(
+            container_ports(&children),
+            [
+                p("tcp", 4001, "TCP", Some(4001)),
+                p("quic", 4001, "UDP", Some(4001)),
+                p("tcp-alt", 4002, "TCP", Some(4002)),
+                p("quic-alt", 4003, "UDP", Some(4003)),
+                p("metrics", 9102, "TCP", None),
+            ]
+        );
+        assert!(children.exposure_service.is_none());
+        // Port names are IANA service names (at most 15 characters).
+        assert!([PORT_TCP, PORT_QUIC, PORT_TCP_ALT, PORT_QUIC_ALT].iter().all(|n| n.len() <= 15));
+        // Without alternates: the primaries and metrics only.
+        let plain = build(&relay(serde_json::json!({})), &settings(), "edge-identity").unwrap();
+        let names: Vec<_> = container_ports(&plain).into_iter().map(|p| p.0).collect();
+        assert_eq!(names, ["tcp", "quic", "metrics"]);
+    }
+
+    #[test]
+    fn load_balancer_publishes_alternates_on_the_same_service() {
+        let spec = serde_json::json!({
+            "ports": {"tcp": 4001, "quic": 4001, "tcpAlternate": 4002, "quicAlternate": 4002},
+            "exposure": {"kind": "LoadBalancer"},
+        });
+        let children = build(&relay(spec), &settings(), "edge-identity").unwrap();
+        assert!(container_ports(&children).iter().all(|p| p.3.is_none()), "no hostPorts off the host network");
+        let service = children.exposure_service.unwrap().spec.unwrap();
+        assert_eq!(service.type_.as_deref(), Some("LoadBalancer"));
+        let ports: Vec<_> = service
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap(), p.target_port, p.node_port))
+            .collect();
+        let p = |name: &str, port, protocol: &str| {
+            (name.to_string(), port, protocol.to_string(), Some(IntOrString::String(name.into())), None)
+        };
+        assert_eq!(
+            ports,
+            [p("tcp", 4001, "TCP"), p("quic", 4001, "UDP"), p("tcp-alt", 4002, "TCP"), p("quic-alt", 4002, "UDP")]
         );
     }
 

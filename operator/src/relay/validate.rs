@@ -19,6 +19,13 @@ pub fn validate(relay: &RelayNode, default_image: &str) -> Result<(), String> {
     {
         violations.push(format!("spec.identity.secretRef.name: {:?} is not a valid Secret name", secret.name));
     }
+    // Not a CEL rule: CEL sees the schema default of `quic` (4001) whenever it is absent, and an
+    // explicit `quic: null` (QUIC off) only reaches us as `None`.
+    if spec.ports.quic_alternate.is_some() && spec.ports.quic.is_none() {
+        violations.push(
+            "spec.ports.quicAlternate: needs spec.ports.quic (QUIC is off, so there is no primary QUIC port)".into(),
+        );
+    }
     for (i, address) in spec.external_addresses.iter().enumerate() {
         if let Err(reason) = check_external_address(address) {
             violations.push(format!("spec.externalAddresses[{i}]: {address:?} {reason}"));
@@ -105,6 +112,64 @@ mod tests {
         let limits = RelayLimits { max_circuits: Some(2), max_circuits_per_peer: Some(3), ..RelayLimits::default() };
         let err = validate(&relay("r", RelayNodeSpec { limits, ..spec() }), "img").unwrap_err();
         assert!(err.contains("maxCircuitsPerPeer must not exceed limits.maxCircuits"), "{err}");
+    }
+
+    fn spec_from(value: serde_json::Value) -> RelayNodeSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn alternate_ports_must_differ_from_their_primaries() {
+        let same_tcp = spec_from(serde_json::json!({"ports": {"tcp": 4001, "tcpAlternate": 4001}}));
+        let err = validate(&relay("r", same_tcp), "img").unwrap_err();
+        assert_eq!(err, "spec.ports: tcpAlternate must differ from tcp");
+        let same_quic = spec_from(serde_json::json!({"ports": {"tcp": 4001, "quic": 4005, "quicAlternate": 4005}}));
+        let err = validate(&relay("r", same_quic), "img").unwrap_err();
+        assert_eq!(err, "spec.ports: quicAlternate must differ from quic");
+        // TCP and UDP are different ports: a QUIC alternate may equal the TCP port and vice versa.
+        let crossed = spec_from(
+            serde_json::json!({"ports": {"tcp": 4001, "quic": 4002, "tcpAlternate": 4002, "quicAlternate": 4001}}),
+        );
+        assert_eq!(validate(&relay("r", crossed), "img"), Ok(()));
+    }
+
+    #[test]
+    fn a_quic_alternate_needs_quic() {
+        let no_quic = spec_from(serde_json::json!({"ports": {"tcp": 4001, "quic": null, "quicAlternate": 4002}}));
+        let err = validate(&relay("r", no_quic), "img").unwrap_err();
+        assert_eq!(
+            err,
+            "spec.ports.quicAlternate: needs spec.ports.quic (QUIC is off, so there is no primary QUIC port)"
+        );
+        // The default QUIC port counts: only an explicit null turns QUIC off.
+        let default_quic = spec_from(serde_json::json!({"ports": {"quicAlternate": 4002}}));
+        assert_eq!(validate(&relay("r", default_quic), "img"), Ok(()));
+    }
+
+    #[test]
+    fn alternates_need_host_network_or_a_load_balancer() {
+        let ports = serde_json::json!({"tcp": 4001, "quic": 4001, "tcpAlternate": 4002});
+        for kind in ["HostNetwork", "LoadBalancer"] {
+            let ok = spec_from(serde_json::json!({"ports": ports, "exposure": {"kind": kind}}));
+            assert_eq!(validate(&relay("r", ok), "img"), Ok(()), "{kind}");
+        }
+        let expected = "spec: ports.tcpAlternate and ports.quicAlternate need exposure kind HostNetwork or \
+                        LoadBalancer: a NodePort Service has the one exposure.nodePort, none for an alternate";
+        for ports in [ports, serde_json::json!({"quicAlternate": 4002})] {
+            let node_port =
+                spec_from(serde_json::json!({"ports": ports, "exposure": {"kind": "NodePort", "nodePort": 31001}}));
+            assert_eq!(validate(&relay("r", node_port), "img").unwrap_err(), expected, "{ports}");
+        }
+        let plain_node_port = spec_from(serde_json::json!({"exposure": {"kind": "NodePort"}}));
+        assert_eq!(validate(&relay("r", plain_node_port), "img"), Ok(()));
+    }
+
+    #[test]
+    fn rate_limits_accept_zero() {
+        let limits = serde_json::json!({
+            "reservationRatePerPeer": 0, "reservationRatePerIp": 0, "circuitRatePerPeer": 0, "circuitRatePerIp": 100000,
+        });
+        assert_eq!(validate(&relay("r", spec_from(serde_json::json!({"limits": limits}))), "img"), Ok(()));
     }
 
     #[test]

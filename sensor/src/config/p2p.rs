@@ -302,20 +302,24 @@ impl PunchConfig {
     }
 }
 
-/// The relay of `sensor punch` is dialled directly: `/ip4|ip6/IP/tcp/PORT/p2p/ID` or
-/// `/ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID`. The PeerId is required (the circuit addresses name the
-/// relay); DNS names are not (this build has no DNS transport).
+/// The relay of `sensor punch` is dialled directly: `/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT/p2p/ID`
+/// or `…/udp/PORT/quic-v1/p2p/ID`. The PeerId is required (the circuit addresses name the relay).
+/// A name is resolved by libp2p-dns with the system resolver (`/etc/resolv.conf`, `/etc/hosts`);
+/// the address-mapping test then finds no alternate (identify lists the relay's IPs, not names).
 pub fn check_punch_relay(addr: &Multiaddr) -> std::result::Result<(), &'static str> {
     let protocols: Vec<Protocol<'_>> = addr.iter().collect();
     let Some((Protocol::P2p(_), rest)) = protocols.split_last() else {
         return Err("must end in /p2p/<the relay's PeerId>");
     };
-    let host = matches!(rest.first(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+    let host = matches!(
+        rest.first(),
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
+    );
     let transport = matches!(rest.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
     if host && transport {
         Ok(())
     } else {
-        Err("must be /ip4|ip6/IP/tcp/PORT/p2p/ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID (no DNS, no /p2p-circuit)")
+        Err("must be /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT/p2p/ID or …/udp/PORT/quic-v1/p2p/ID (no /p2p-circuit)")
     }
 }
 

@@ -26,7 +26,7 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, TransportError,
+    Multiaddr, PeerId, Swarm,
     core::{ConnectedPoint, transport::ListenerId},
     metrics::Recorder,
     multiaddr::Protocol,
@@ -39,7 +39,7 @@ use super::{
     identity,
     reachability::{MappingTest, Reachability},
     stats::{RelayMetrics, ReservationTracker},
-    swarm::{self, RelayBehaviour, RelayBehaviourEvent},
+    swarm::{self, RelayBehaviour, RelayBehaviourEvent, bind_error},
 };
 use crate::{
     config::Config,
@@ -438,14 +438,6 @@ fn check_tcp_port_free(address: SocketAddr) -> Result<()> {
         address,
         source,
     })
-}
-
-fn bind_error(what: &'static str, address: SocketAddr, e: TransportError<io::Error>) -> SensorError {
-    let source = match e {
-        TransportError::Other(e) => e,
-        TransportError::MultiaddrNotSupported(addr) => io::Error::other(format!("{addr} is not supported")),
-    };
-    SensorError::Bind { what, address, source }
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! The relay's libp2p swarm: TCP and QUIC v1 transports, Noise + Yamux on TCP, and the
 //! behaviours circuit relay v2 (server), identify, ping and AutoNAT v1 (server side only).
 
-use std::{io, num::NonZeroU32, time::Duration};
+use std::{io, net::SocketAddr, num::NonZeroU32, time::Duration};
 
 use libp2p::{
-    Swarm, SwarmBuilder, autonat, identify, identity::Keypair, noise, ping, relay, swarm::NetworkBehaviour, tcp, yamux,
+    Swarm, SwarmBuilder, TransportError, autonat, identify, identity::Keypair, noise, ping, relay,
+    swarm::NetworkBehaviour, tcp, yamux,
 };
 
 use crate::{
@@ -16,6 +17,16 @@ use crate::{
 pub const PROTOCOL_VERSION: &str = "/p2p-sensor/relay/1.0.0";
 /// How long a connection without a reservation, circuit or open stream is kept.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A failed `Swarm::listen_on` on `address` as [`SensorError::Bind`] (e.g. the port is in use),
+/// for the relay's and the punch client's listeners alike.
+pub fn bind_error(what: &'static str, address: SocketAddr, e: TransportError<io::Error>) -> SensorError {
+    let source = match e {
+        TransportError::Other(e) => e,
+        TransportError::MultiaddrNotSupported(addr) => io::Error::other(format!("{addr} is not supported")),
+    };
+    SensorError::Bind { what, address, source }
+}
 
 /// Identify `agentVersion` of this build: `sensor/<crate version>`.
 pub fn agent_version() -> String {

@@ -9,3 +9,4 @@ pub mod natlab;
 pub mod netns;
 pub mod process;
 pub mod punchlab;
+pub mod sensor_process;

@@ -138,6 +138,12 @@ impl CaseResult {
         t
     }
 
+    /// Time to direct of the first attempt, ms, when it succeeded: the only one that meets
+    /// fresh NAT state (later attempts reuse the routers' mappings and conntrack entries).
+    pub fn first_time_to_direct_ms(&self) -> Option<u64> {
+        self.attempts.first().and_then(|a| a["time_to_direct_ms"].as_u64())
+    }
+
     pub fn success_rate(&self) -> f64 {
         if self.attempts.is_empty() { 0.0 } else { self.successes() as f64 / self.attempts.len() as f64 }
     }
@@ -386,38 +392,43 @@ pub fn output_dir() -> PathBuf {
 pub fn write_matrix(stem: &str, results: &[CaseResult]) -> Result<String, String> {
     let out = output_dir();
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let mut csv = String::from("nat_a,nat_b,transport,attempts,successes,success_rate,ttd_p50_ms,ttd_p95_ms,theory\n");
+    let mut csv = String::from(
+        "nat_a,nat_b,transport,attempts,successes,success_rate,ttd_first_ms,ttd_p50_ms,ttd_p95_ms,theory\n",
+    );
     let mut json = Vec::new();
     let mut table = format!(
-        "{:<12} {:<12} {:<5} {:>9} {:>8} {:>8} {:>8}  theory\n",
-        "A", "B", "tr", "success", "rate", "p50 ms", "p95 ms"
+        "{:<12} {:<12} {:<5} {:>9} {:>8} {:>8} {:>8} {:>8}  theory\n",
+        "A", "B", "tr", "success", "rate", "1st ms", "p50 ms", "p95 ms"
     );
     for r in results {
         let t = r.times_to_direct_ms();
         let (p50, p95) = (quantile(&t, 0.5), quantile(&t, 0.95));
         let fmt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let theory = expected(r.a, r.b, r.transport).name();
+        let first = r.first_time_to_direct_ms();
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{:.3},{},{},{theory}",
+            "{},{},{},{},{},{:.3},{},{},{},{theory}",
             r.a.name(),
             r.b.name(),
             r.transport.name(),
             r.attempts.len(),
             r.successes(),
             r.success_rate(),
+            fmt(first),
             fmt(p50),
             fmt(p95)
         );
         let _ = writeln!(
             table,
-            "{:<12} {:<12} {:<5} {:>4}/{:<4} {:>7.1}% {:>8} {:>8}  {theory}",
+            "{:<12} {:<12} {:<5} {:>4}/{:<4} {:>7.1}% {:>8} {:>8} {:>8}  {theory}",
             r.a.name(),
             r.b.name(),
             r.transport.name(),
             r.successes(),
             r.attempts.len(),
             100.0 * r.success_rate(),
+            fmt(first),
             fmt(p50),
             fmt(p95)
         );
@@ -426,6 +437,9 @@ pub fn write_matrix(stem: &str, results: &[CaseResult]) -> Result<String, String
             "attempts": r.attempts.len(), "successes": r.successes(), "success_rate": r.success_rate(),
             "time_to_direct_ms_p50": p50, "time_to_direct_ms_p95": p95, "theory": theory,
             "elapsed_s": r.elapsed.as_secs_f64(), "outcomes": r.attempts.iter().map(|a| a["outcome"].clone()).collect::<Vec<_>>(),
+            "time_to_direct_ms_first": first,
+            // Every attempt's JSON line as `sensor punch --json` printed it (errors, RTTs, …).
+            "attempt_lines": r.attempts,
         }));
     }
     std::fs::write(out.join(format!("{stem}.csv")), csv).map_err(|e| e.to_string())?;

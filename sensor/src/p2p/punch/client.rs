@@ -33,6 +33,7 @@ use crate::{
     p2p::{
         identity, kaspa_stream,
         reachability::{MappingTest, Reachability},
+        swarm::bind_error,
     },
     report::{PunchLive, Reporter, ReporterSettings, Source},
     store::{Store, StoreOptions},
@@ -140,15 +141,7 @@ impl PunchClient {
             if Transport::of(addr) == Some(Transport::Tcp) {
                 check_tcp_port_free(socket)?;
             }
-            let id = swarm.listen_on(addr.clone()).map_err(|e| {
-                let source = match e {
-                    libp2p::TransportError::Other(e) => e,
-                    libp2p::TransportError::MultiaddrNotSupported(a) => {
-                        io::Error::other(format!("{a} is not supported"))
-                    }
-                };
-                SensorError::Bind { what: "punch listener", address: socket, source }
-            })?;
+            let id = swarm.listen_on(addr.clone()).map_err(|e| bind_error("punch listener", socket, e))?;
             listeners.push((id, socket));
         }
 

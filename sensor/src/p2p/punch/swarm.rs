@@ -61,6 +61,8 @@ pub fn build(key: Keypair, relay: PeerId) -> Result<Swarm<PunchBehaviour>> {
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| SensorError::io("setting up Noise for the punch client", io::Error::other(e)))?
         .with_quic()
+        .with_dns()
+        .map_err(|e| SensorError::io("reading the system DNS configuration (/etc/resolv.conf)", e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| SensorError::io("setting up the relay client transport", io::Error::other(e)))?
         .with_behaviour(|key, relay_client| {
