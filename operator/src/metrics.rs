@@ -4,10 +4,13 @@
 //! `controller_runtime_reconcile_total{controller,result}`,
 //! `controller_runtime_reconcile_errors_total{controller}`,
 //! `controller_runtime_reconcile_time_seconds{controller}`. Measured results are totals over all
-//! resources (`p2psensor_fleet_peers{class}`, ...): no label ever names an object.
+//! resources (`p2psensor_fleet_peers{class}`, ...): no label ever names an object. Crawl figures
+//! are per Kaspa network instead (`p2psensor_fleet_crawl_nodes{network,state}`): every crawler
+//! maps its whole network, so two fleets on one network give the maximum, not a sum.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::SensorFleetStatus;
+use crate::crd::{KaspaNetwork, SensorFleetStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -56,6 +59,19 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NetworkLabels {
+    /// Kaspa network (`mainnet`, `testnet-10`, ...).
+    pub network: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrawlNodeLabels {
+    pub network: &'static str,
+    /// `known` or `reachable`.
+    pub state: &'static str,
+}
+
 /// One fleet's contribution to the fleet totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct FleetNumbers {
@@ -66,6 +82,18 @@ struct FleetNumbers {
     desired: i64,
     ready: i64,
     reporting: i64,
+    crawl: Option<CrawlNumbers>,
+}
+
+/// One fleet's `status.crawl`, on its network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CrawlNumbers {
+    network: KaspaNetwork,
+    crawlers: i64,
+    known: i64,
+    reachable: i64,
+    /// (end of the last round as Unix ms, its duration in ms).
+    last_round: Option<(i64, i64)>,
 }
 
 /// Every operator metric.
@@ -81,6 +109,9 @@ pub struct Metrics {
     fleet_peers: Family<ClassLabels, Gauge>,
     fleet_sensors: Family<StateLabels, Gauge>,
     fleets: Gauge,
+    fleet_crawlers: Gauge,
+    fleet_crawl_nodes: Family<CrawlNodeLabels, Gauge>,
+    fleet_crawl_duration: Family<NetworkLabels, Gauge<f64, AtomicU64>>,
     fleet_numbers: Mutex<HashMap<String, FleetNumbers>>,
 }
 
@@ -99,6 +130,9 @@ impl Metrics {
             fleet_peers: Family::default(),
             fleet_sensors: Family::default(),
             fleets: Gauge::default(),
+            fleet_crawlers: Gauge::default(),
+            fleet_crawl_nodes: Family::default(),
+            fleet_crawl_duration: Family::default(),
             fleet_numbers: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -134,6 +168,22 @@ impl Metrics {
             metrics.fleet_peers.clone(),
         );
         f.register("sensors", "Sensor pods over all fleets: desired, ready, reporting", metrics.fleet_sensors.clone());
+        f.register(
+            "crawlers",
+            "Crawl sidecars over all fleets that reported within the report timeout",
+            metrics.fleet_crawlers.clone(),
+        );
+        f.register(
+            "crawl_nodes",
+            "Nodes known to and reached by the crawlers of a network (maximum over fleets and crawlers)",
+            metrics.fleet_crawl_nodes.clone(),
+        );
+        f.register_with_unit(
+            "crawl_last_duration",
+            "Wall time of the network's most recently finished crawl round",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.fleet_crawl_duration.clone(),
+        );
         registry.register("p2psensor_fleets", "SensorFleets with a computed status", metrics.fleets.clone());
         // Every controller's series exist from the start (at 0), so rates and alerts work before
         // the first reconciliation.
@@ -178,10 +228,12 @@ impl Metrics {
     }
 
     /// Sets fleet `key`'s contribution to the totals (`None` removes it) and refreshes the gauges.
-    pub fn set_fleet(&self, key: &str, status: Option<&SensorFleetStatus>) {
+    /// `network` places its crawl figures. A network's crawl series exist while some fleet of it
+    /// has `status.crawl`, and are removed after.
+    pub fn set_fleet(&self, key: &str, fleet: Option<(KaspaNetwork, &SensorFleetStatus)>) {
         let mut numbers = self.fleet_numbers.lock().unwrap_or_else(|e| e.into_inner());
-        match status {
-            Some(s) => {
+        match fleet {
+            Some((network, s)) => {
                 numbers.insert(
                     key.to_string(),
                     FleetNumbers {
@@ -192,6 +244,17 @@ impl Metrics {
                         desired: s.sensors.desired.into(),
                         ready: s.sensors.ready.into(),
                         reporting: s.sensors.reporting.into(),
+                        crawl: s.crawl.as_ref().map(|c| CrawlNumbers {
+                            network,
+                            crawlers: c.crawlers.into(),
+                            known: c.known_nodes,
+                            reachable: c.reachable_nodes,
+                            last_round: c
+                                .last_crawl_time
+                                .as_ref()
+                                .zip(c.last_crawl_duration_ms)
+                                .map(|(t, ms)| (t.0.as_millisecond(), ms)),
+                        }),
                     },
                 );
             }
@@ -208,10 +271,89 @@ impl Metrics {
         self.fleet_sensors.get_or_create(&StateLabels { state: "ready" }).set(sum(|n| n.ready));
         self.fleet_sensors.get_or_create(&StateLabels { state: "reporting" }).set(sum(|n| n.reporting));
         self.fleets.set(numbers.len() as i64);
+        self.fleet_crawlers.set(numbers.values().filter_map(|n| n.crawl.as_ref()).map(|c| c.crawlers).sum());
+        for network in KaspaNetwork::ALL {
+            let crawls: Vec<&CrawlNumbers> =
+                numbers.values().filter_map(|n| n.crawl.as_ref()).filter(|c| c.network == network).collect();
+            let labels = NetworkLabels { network: network.as_str() };
+            let nodes = |state| CrawlNodeLabels { network: network.as_str(), state };
+            if crawls.is_empty() {
+                self.fleet_crawl_nodes.remove(&nodes("known"));
+                self.fleet_crawl_nodes.remove(&nodes("reachable"));
+                self.fleet_crawl_duration.remove(&labels);
+                continue;
+            }
+            let max = |f: fn(&CrawlNumbers) -> i64| crawls.iter().map(|c| f(c)).max().unwrap_or(0);
+            self.fleet_crawl_nodes.get_or_create(&nodes("known")).set(max(|c| c.known));
+            self.fleet_crawl_nodes.get_or_create(&nodes("reachable")).set(max(|c| c.reachable));
+            match crawls.iter().filter_map(|c| c.last_round).max() {
+                Some((_, ms)) => {
+                    self.fleet_crawl_duration.get_or_create(&labels).set(ms as f64 / 1000.0);
+                }
+                None => {
+                    self.fleet_crawl_duration.remove(&labels);
+                }
+            }
+        }
     }
 
     /// Keys of fleets currently counted (to drop deleted fleets).
     pub fn fleet_keys(&self) -> Vec<String> {
         self.fleet_numbers.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::FleetCrawlStats;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    fn crawled(known: i64, reachable: i64, crawlers: i32, finished: Option<(&str, i64)>) -> SensorFleetStatus {
+        SensorFleetStatus {
+            crawl: Some(FleetCrawlStats {
+                crawlers,
+                known_nodes: known,
+                reachable_nodes: reachable,
+                last_crawl_time: finished
+                    .map(|(t, _)| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.parse().unwrap())),
+                last_crawl_duration_ms: finished.map(|(_, ms)| ms),
+                ..FleetCrawlStats::default()
+            }),
+            ..SensorFleetStatus::default()
+        }
+    }
+
+    #[test]
+    fn crawl_figures_are_per_network_maxima_and_leave_with_their_fleets() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let (a, b) = (
+            crawled(900, 410, 2, Some(("2025-06-01T11:55:00Z", 62_000))),
+            crawled(1000, 380, 1, Some(("2025-06-01T11:50:00Z", 75_000))),
+        );
+        metrics.set_fleet("lab/a", Some((KaspaNetwork::Mainnet, &a)));
+        metrics.set_fleet("lab/b", Some((KaspaNetwork::Mainnet, &b)));
+        metrics.set_fleet("lab/plain", Some((KaspaNetwork::Devnet, &SensorFleetStatus::default())));
+        let out = text(&registry);
+        for line in [
+            "p2psensor_fleet_crawlers 3",
+            "p2psensor_fleet_crawl_nodes{network=\"mainnet\",state=\"known\"} 1000",
+            "p2psensor_fleet_crawl_nodes{network=\"mainnet\",state=\"reachable\"} 410",
+            "p2psensor_fleet_crawl_last_duration_seconds{network=\"mainnet\"} 62.0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line}:\n{out}");
+        }
+        assert!(!out.contains("network=\"devnet\""), "no crawler on devnet: no series\n{out}");
+        metrics.set_fleet("lab/a", None);
+        metrics.set_fleet("lab/b", None);
+        let out = text(&registry);
+        assert!(!out.contains("network=\"mainnet\""), "series leave with the last crawling fleet\n{out}");
+        assert!(out.lines().any(|l| l == "p2psensor_fleet_crawlers 0"), "{out}");
     }
 }

@@ -11,8 +11,13 @@ use operator::fleet::punch::{Punch, PunchRelay};
 use operator::fleet::validate::validate;
 use support::{fixture, fleet_from_yaml, settings};
 
-const FIXTURES: [&str; 4] =
-    ["statefulset-loadbalancer", "daemonset-hostnetwork", "statefulset-hostnetwork", "statefulset-punch"];
+const FIXTURES: [&str; 5] = [
+    "statefulset-loadbalancer",
+    "daemonset-hostnetwork",
+    "statefulset-hostnetwork",
+    "statefulset-punch",
+    "daemonset-crawler",
+];
 
 /// PeerIds of test keys (Ed25519 public keys of 32 equal bytes).
 pub const RELAY_ID: &str = "12D3KooWFMiQUpmYgMd4rK23Q6VgdaNPWMJ9FuNin41qA9q2AGAu";
@@ -386,4 +391,101 @@ fn hole_punch_tuning_reaches_the_sidecar_and_needs_a_relay() {
         ["properties"]["intervalSecs"];
     assert_eq!((interval["minimum"].as_f64(), interval["maximum"].as_f64()), (Some(10.0), Some(86400.0)));
     assert_eq!(interval["default"], 300);
+}
+
+fn service_ports(c: &FleetChildren) -> Vec<String> {
+    let spec = c.headless_service.spec.as_ref().unwrap();
+    spec.ports.as_ref().unwrap().iter().map(|p| p.name.clone().unwrap()).collect()
+}
+
+#[test]
+fn the_crawl_sidecar_follows_spec_crawler() {
+    let c = children("daemonset-crawler");
+    assert_eq!(service_ports(&c), ["p2p", "metrics", "crawl-metrics"]);
+    let pod = pod_spec(&c);
+    let [sensor, sidecar] = &pod.containers[..] else { panic!("two containers: {:?}", pod.containers) };
+    assert_eq!(sidecar.name, "crawl");
+    assert_eq!(sidecar.image, sensor.image, "the same sensor image");
+    assert_eq!(sidecar.args.as_deref().unwrap(), ["crawl", "--config", "/etc/p2p-sensor/sensor.toml"]);
+    assert_eq!(sidecar.security_context, sensor.security_context, "restricted like the listener");
+    let port = &sidecar.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.container_port, port.host_port), (Some("crawl-metrics"), 9104, None));
+    let env = |name: &str| sidecar.env.as_ref().unwrap().iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(env("SENSOR_METRICS_LISTEN").as_deref(), Some("0.0.0.0:9104"));
+    assert_eq!(env("SENSOR_STORAGE_PATH").as_deref(), Some("/var/lib/p2p-sensor/crawl.sqlite"));
+    assert_eq!(env("SENSOR_REPORT_SENDER").as_deref(), Some("$(POD_NAME)"), "the crawler reports as <pod>-crawl");
+    assert!(sidecar.liveness_probe.is_some());
+    assert!(sidecar.readiness_probe.is_none(), "a crawler must not make the sensor pod unready");
+    let resources = sidecar.resources.as_ref().unwrap();
+    assert_eq!(resources.requests.as_ref().unwrap()["cpu"].0, "50m");
+    assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "512Mi");
+    // Both containers share the data volume: the crawler seeds from the listener's database.
+    for container in [sensor, sidecar] {
+        let mounts = container.volume_mounts.as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.name == "data" && m.mount_path == "/var/lib/p2p-sensor"), "{mounts:?}");
+        assert!(mounts.iter().any(|m| m.name == "config" && m.read_only == Some(true)));
+    }
+
+    let toml: toml::Table = c.config_map.data.as_ref().unwrap()["sensor.toml"].parse().unwrap();
+    let expected: toml::Table = toml::toml! {
+        interval_secs = 900
+        concurrency = 128
+        timeout_ms = 5000
+        seeds = ["203.0.113.10:16111", "[2001:db8::10]:16111"]
+        seed_dns = ["seeder1.kaspad.net", "seeder2.kaspad.net:16111"]
+        seed_from_store = "/var/lib/p2p-sensor/sensor.sqlite"
+        min_revisit_secs = 300
+        max_revisit_secs = 43200
+    };
+    assert_eq!(toml["crawl"].as_table().unwrap(), &expected);
+    assert!(!toml.contains_key("punch"));
+
+    // Without spec.crawler: no sidecar, no [crawl], no port; toggling it rolls the pods.
+    let mut fleet = fleet_from_yaml(&fixture("fleet/daemonset-crawler.yaml"), 1);
+    fleet.spec.crawler = None;
+    let plain = build(&fleet, &settings().build, None).unwrap();
+    assert_eq!(pod_spec(&plain).containers.len(), 1);
+    assert_eq!(service_ports(&plain), ["p2p", "metrics"]);
+    assert!(!plain.config_map.data.as_ref().unwrap()["sensor.toml"].contains("[crawl]"));
+    assert_ne!(
+        template_annotation(&c, "p2psensor.dev/config-hash"),
+        template_annotation(&plain, "p2psensor.dev/config-hash")
+    );
+}
+
+#[test]
+fn the_crawl_and_punch_sidecars_coexist() {
+    let mut fleet = fleet_from_yaml(&fixture("fleet/statefulset-punch.yaml"), 1);
+    fleet.spec.crawler = Some(serde_json::from_value(serde_json::json!({})).unwrap());
+    let c = build(&fleet, &settings().build, Some(&punch(&[PEER_1]))).unwrap();
+    let names: Vec<&str> = pod_spec(&c).containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["sensor", "punch", "crawl"]);
+    assert_eq!(service_ports(&c), ["p2p", "metrics", "punch-metrics", "crawl-metrics"]);
+    let toml: toml::Table = c.config_map.data.as_ref().unwrap()["sensor.toml"].parse().unwrap();
+    assert!(toml.contains_key("punch") && toml.contains_key("crawl"));
+    assert_eq!(toml["crawl"]["interval_secs"].as_integer(), Some(600), "the spec's default, never the one-shot 0");
+}
+
+#[test]
+fn crawler_bounds_and_seeds_are_validated() {
+    let mut fleet = fleet_from_yaml(&fixture("fleet/daemonset-crawler.yaml"), 1);
+    let crawler = fleet.spec.crawler.as_mut().unwrap();
+    crawler.min_revisit_secs = 50_000;
+    crawler.seeds.push("seed.example:16111".into());
+    crawler.seed_dns.push("not a name".into());
+    let error = validate(&fleet, "img").unwrap_err();
+    for part in ["minRevisitSecs must not exceed maxRevisitSecs", "spec.crawler.seeds[2]", "spec.crawler.seedDns[2]"] {
+        assert!(error.contains(part), "missing {part:?} in {error}");
+    }
+    let crd = serde_json::to_value(<operator::crd::SensorFleet as kube::CustomResourceExt>::crd()).unwrap();
+    let crawler = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["crawler"]
+        ["properties"];
+    let range = |field: &str| (crawler[field]["minimum"].as_f64(), crawler[field]["maximum"].as_f64());
+    assert_eq!(range("intervalSecs"), (Some(1.0), Some(86400.0)));
+    assert_eq!(range("concurrency"), (Some(1.0), Some(10000.0)));
+    assert_eq!(range("timeoutMs"), (Some(100.0), Some(600000.0)));
+    assert_eq!(range("minRevisitSecs"), (Some(1.0), Some(604800.0)));
+    assert_eq!(crawler["seeds"]["maxItems"], 64);
+    assert_eq!(crawler["seedDns"]["maxItems"], 16);
+    assert_eq!(crawler["intervalSecs"]["default"], 600);
 }

@@ -56,14 +56,20 @@ fn crds_have_the_promised_shape() {
         match spec["names"]["kind"].as_str().unwrap() {
             "SensorFleet" => {
                 assert_eq!(spec["names"]["shortNames"][0], "sf");
-                assert_eq!(columns, ["Ready", "Sensors", "Public", "Private", "Network", "Age"]);
+                assert_eq!(columns, ["Ready", "Sensors", "Public", "Private", "Reachable", "Network", "Age"]);
                 assert!(rules.contains("self == oldSelf"), "network is immutable");
                 assert!(rules.contains("replicas must be at least 1"));
+                assert!(rules.contains("minRevisitSecs must not exceed maxRevisitSecs"), "crawler revisit bounds");
             }
             "RelayNode" => {
                 assert_eq!(spec["names"]["shortNames"][0], "rn");
                 assert_eq!(columns, ["Ready", "PeerID", "Success%", "Age"]);
                 assert!(rules.contains("\"maximum\":65535"), "ports are bounded");
+                assert!(rules.contains("tcpAlternate must differ from tcp"), "alternate ports are checked");
+                assert!(
+                    rules.contains("need exposure kind HostNetwork or LoadBalancer"),
+                    "no alternates with NodePort"
+                );
             }
             other => panic!("unexpected kind {other}"),
         }

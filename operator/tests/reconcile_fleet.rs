@@ -14,7 +14,7 @@ use operator::crd::{RelayNode, RelayNodeStatus, RelayRef, SensorFleet, SensorFle
 use operator::fleet::build::{Workload, build};
 use operator::fleet::punch::{Punch, PunchRelay};
 use operator::fleet::reconcile::{error_policy, reconcile};
-use sensor_report::v1::{HolePunchSummary, Owner, PeerSummary, Report, UserAgentCount};
+use sensor_report::v1::{CrawlSummary, HolePunchSummary, Owner, PeerSummary, Report, UserAgentCount};
 use sensor_report::{OWNER_SENSOR_FLEET, PeerIdSketch};
 use serde_json::Value;
 use support::{Call, Harness, NOW_SECS, Reply, cache, fixture, fleet_from_yaml, metrics_text, run, settings, step};
@@ -264,6 +264,17 @@ async fn reports_become_status_once_and_an_unchanged_status_is_not_rewritten() {
     let store = &h.ctx.reports;
     store.ingest(report("lab-sensor-0", &[1, 2, 3], 2, 1, "/kaspad:2.1.0/"), now).unwrap();
     store.ingest(report("lab-sensor-1", &[3, 4], 1, 1, "/kaspad:2.1.0/"), now).unwrap();
+    // A crawl sidecar's report: crawl figures only, not a third sensor.
+    let mut crawl = report("lab-sensor-0-crawl", &[], 0, 0, "");
+    crawl.peers = None;
+    crawl.crawl = Some(CrawlSummary {
+        known_nodes: 800,
+        reachable_nodes: 420,
+        last_duration_ms: 61_500,
+        last_finished_unix_ms: (NOW_SECS - 10) * 1000,
+        ..CrawlSummary::default()
+    });
+    store.ingest(crawl, now).unwrap();
     store.publish(now, Duration::from_secs(60), Duration::from_secs(3600));
     let steps = vec![step(Method::PATCH, "/sensorfleets/lab/status", whole(&fleet))];
     let (action, handle, calls) = run(h.handle, steps, reconcile(Arc::new(fleet.clone()), h.ctx.clone())).await;
@@ -276,6 +287,12 @@ async fn reports_become_status_once_and_an_unchanged_status_is_not_rewritten() {
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "AllSensorsReporting"));
     assert!(metrics_text(&h.registry).contains("p2psensor_fleet_peers{class=\"unique\"} 4"));
+    let crawl = status.crawl.as_ref().unwrap();
+    assert_eq!((crawl.crawlers, crawl.known_nodes, crawl.reachable_nodes), (1, 800, 420));
+    assert_eq!(crawl.last_crawl_duration_ms, Some(61_500));
+    let text = metrics_text(&h.registry);
+    assert!(text.contains("p2psensor_fleet_crawl_nodes{network=\"testnet-10\",state=\"reachable\"} 420"), "{text}");
+    assert!(text.contains("p2psensor_fleet_crawl_last_duration_seconds{network=\"testnet-10\"} 61.5"), "{text}");
 
     // The watch brings the fleet back with that status: nothing changed, so no request at all.
     let mut seen = fleet;

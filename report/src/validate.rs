@@ -110,13 +110,20 @@ pub fn validate(report: &Report) -> Result<PeerIdSketch, ReportError> {
             return Err(ReportError::InvalidHistogram(n));
         }
     }
+    if let Some(crawl) = &report.crawl {
+        bounded("crawl.network", &crawl.network)?;
+        bounded_list("last_unreachable_by_class", crawl.last_unreachable_by_class.len(), MAX_LIST_ITEMS)?;
+        for c in &crawl.last_unreachable_by_class {
+            bounded("error_class", &c.error_class)?;
+        }
+    }
     Ok(sketch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{HolePunchSummary, Owner, PeerSummary};
+    use crate::v1::{CrawlSummary, ErrorClassCount, HolePunchSummary, Owner, PeerSummary};
 
     fn report() -> Report {
         Report {
@@ -159,6 +166,24 @@ mod tests {
         r.network = "x".repeat(MAX_STRING_BYTES + 1);
         assert_eq!(validate(&r).unwrap_err().kind(), "over_bound");
         let buckets = vec![0; crate::TIME_TO_DIRECT_BUCKETS];
+        let mut r = report();
+        r.crawl = Some(CrawlSummary {
+            last_unreachable_by_class: vec![ErrorClassCount::default(); MAX_LIST_ITEMS + 1],
+            ..Default::default()
+        });
+        assert_eq!(validate(&r).unwrap_err().kind(), "over_bound");
+        let mut r = report();
+        r.crawl = Some(CrawlSummary {
+            last_unreachable_by_class: vec![ErrorClassCount {
+                error_class: "x".repeat(MAX_STRING_BYTES + 1),
+                visits: 1,
+            }],
+            ..Default::default()
+        });
+        assert_eq!(validate(&r).unwrap_err().kind(), "over_bound");
+        let mut r = report();
+        r.crawl = Some(CrawlSummary { network: "kaspa-devnet".into(), reachable_nodes: 5, ..Default::default() });
+        assert!(validate(&r).is_ok());
         for long in [
             HolePunchSummary { peer_id: "x".repeat(MAX_STRING_BYTES + 1), ..Default::default() },
             HolePunchSummary { reachability: "x".repeat(MAX_STRING_BYTES + 1), ..Default::default() },

@@ -55,6 +55,7 @@ pub struct Config {
     pub report: ReportConfig,
     pub relay: RelayConfig,
     pub punch: PunchConfig,
+    pub crawl: CrawlConfig,
 }
 
 /// `[listen]`: the inbound P2P listener and its admission limits.
@@ -169,6 +170,7 @@ impl Default for Config {
             report: ReportConfig::default(),
             relay: RelayConfig::default(),
             punch: PunchConfig::default(),
+            crawl: CrawlConfig::default(),
         }
     }
 }
@@ -264,6 +266,24 @@ pub struct CliOverrides {
     pub punch_kaspa_bridge: Option<SocketAddr>,
     /// `sensor punch --kaspa-handshake`.
     pub punch_kaspa_handshake: Option<bool>,
+    /// `sensor crawl --seed`: replaces `crawl.seeds`.
+    pub crawl_seeds: Option<Vec<SocketAddr>>,
+    /// `sensor crawl --seed-dns`: replaces `crawl.seed_dns`.
+    pub crawl_seed_dns: Option<Vec<String>>,
+    /// `sensor crawl --concurrency`.
+    pub crawl_concurrency: Option<usize>,
+    /// `sensor crawl --timeout-ms`.
+    pub crawl_timeout_ms: Option<u64>,
+    /// `sensor crawl --max-requests`.
+    pub crawl_max_requests: Option<u32>,
+    /// `sensor crawl --max-nodes`.
+    pub crawl_max_nodes: Option<usize>,
+    /// `sensor crawl --max-duration-secs`.
+    pub crawl_max_duration_secs: Option<u64>,
+    /// `sensor crawl --interval-secs`.
+    pub crawl_interval_secs: Option<u64>,
+    /// `sensor crawl --allow-private-targets`.
+    pub crawl_allow_private_targets: Option<bool>,
 }
 
 /// How an environment value is turned into a TOML value.
@@ -329,7 +349,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("relay.circuit_rate_per_peer", Kind::Int, "sensor relay: circuits per source peer, a bucket refilled one every 2 minutes; 0 = no limit; 0..=100000"),
     ("relay.circuit_rate_per_ip", Kind::Int, "sensor relay: circuits per source IP, a bucket refilled one every minute; 0 = no limit; 0..=100000"),
     ("relay.allow_private_targets", Kind::Bool, "sensor relay lab mode: AutoNAT also serves clients at private/loopback/documentation IPs; true or false"),
-    ("punch.relay", Kind::Str, "sensor punch: the relay, /ip4|ip6/IP/tcp/PORT/p2p/ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/ID; \"\" = none (sensor punch needs one)"),
+    ("punch.relay", Kind::Str, "sensor punch: the relay, /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT/p2p/ID or .../udp/PORT/quic-v1/p2p/ID; \"\" = none (sensor punch needs one)"),
     ("punch.targets", Kind::List, "sensor punch: PeerIds to hole-punch to through the relay; none = only hold a reservation; the environment variable is a comma-separated list"),
     ("punch.attempts", Kind::Int, "sensor punch: attempts per target; 1..=1000"),
     ("punch.timeout_secs", Kind::Int, "sensor punch: with targets, the bound of one attempt (0 = 30); without, how long the reservation is held (0 = until SIGTERM), seconds; 0..=86400"),
@@ -340,6 +360,18 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("punch.kaspa_bridge", Kind::Str, "sensor punch: pipe incoming /p2psensor/kaspa/1 streams to this Kaspa P2P address ip:port (kaspad or sensor listen); \"\" = not served"),
     ("punch.kaspa_handshake", Kind::Bool, "sensor punch: after each successful attempt, complete a Kaspa handshake over /p2psensor/kaspa/1 on the direct connection; true or false"),
     ("punch.listen", Kind::List, "sensor punch: local listen multiaddrs (/ip4|ip6/IP/tcp/PORT, .../udp/PORT/quic-v1), at least one; hole-punch dials reuse their ports; the environment variable is a comma-separated list"),
+    ("crawl.seeds", Kind::List, "sensor crawl: seed addresses ip:port; the environment variable is a comma-separated list"),
+    ("crawl.seed_dns", Kind::List, "sensor crawl: DNS seed names, NAME (network default port) or NAME:PORT; the environment variable is a comma-separated list"),
+    ("crawl.seed_from_store", Kind::Str, "sensor crawl: a sensor SQLite database whose stored peers seed the crawl; \"\" = none"),
+    ("crawl.interval_secs", Kind::Int, "sensor crawl: 0 = one crawl, then exit; > 0 = continuous, a round every interval, seconds; 0..=86400"),
+    ("crawl.concurrency", Kind::Int, "sensor crawl: visits in flight at most; 1..=10000"),
+    ("crawl.timeout_ms", Kind::Int, "sensor crawl: bound of one visit, milliseconds; 100..=600000"),
+    ("crawl.max_requests", Kind::Int, "sensor crawl: RequestAddresses per visit at most; 1..=100"),
+    ("crawl.max_nodes", Kind::Int, "sensor crawl: addresses known at most; 1..=10000000"),
+    ("crawl.max_duration_secs", Kind::Int, "sensor crawl: bound of one crawl round, seconds; 1..=86400"),
+    ("crawl.min_revisit_secs", Kind::Int, "sensor crawl continuous mode: earliest revisit of a node (also of a node that was down), seconds; 1..=604800"),
+    ("crawl.max_revisit_secs", Kind::Int, "sensor crawl continuous mode: latest revisit (1.2 x uptime clamped to min..max), seconds; 1..=604800, >= crawl.min_revisit_secs"),
+    ("crawl.allow_private_targets", Kind::Bool, "sensor crawl lab mode: also visit private, loopback, CGNAT and documentation addresses; true or false"),
 ];
 
 /// The environment variable of a dotted key: `listen.address` → `SENSOR_LISTEN_ADDRESS`.
@@ -485,7 +517,8 @@ impl Config {
         }
         self.report.validate(range::<u64>)?;
         self.relay.validate(range::<u64>)?;
-        self.punch.validate(range::<u64>)
+        self.punch.validate(range::<u64>)?;
+        self.crawl.validate(range::<u64>)
     }
 
     /// A commented `sensor.toml`: every key with its default value, preceded by a one-line
@@ -655,6 +688,20 @@ impl CliOverrides {
         if let Some(listen) = &self.punch_listen {
             config.punch.listen = listen.clone();
         }
+        let c = &mut config.crawl;
+        if let Some(seeds) = &self.crawl_seeds {
+            c.seeds = seeds.clone();
+        }
+        if let Some(names) = &self.crawl_seed_dns {
+            c.seed_dns = names.clone();
+        }
+        c.concurrency = self.crawl_concurrency.unwrap_or(c.concurrency);
+        c.timeout_ms = self.crawl_timeout_ms.unwrap_or(c.timeout_ms);
+        c.max_requests = self.crawl_max_requests.unwrap_or(c.max_requests);
+        c.max_nodes = self.crawl_max_nodes.unwrap_or(c.max_nodes);
+        c.max_duration_secs = self.crawl_max_duration_secs.unwrap_or(c.max_duration_secs);
+        c.interval_secs = self.crawl_interval_secs.unwrap_or(c.interval_secs);
+        c.allow_private_targets = self.crawl_allow_private_targets.unwrap_or(c.allow_private_targets);
     }
 }
 
@@ -688,10 +735,13 @@ fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Pa
     Ok(if text.is_empty() { None } else { Some(PathBuf::from(text)) })
 }
 
+mod crawl;
 mod p2p;
 
+pub use crawl::CrawlConfig;
 pub use p2p::{
-    DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RATE_PER_IP, RATE_PER_PEER, RelayConfig, RelayListen, check_external_address, check_punch_relay,
+    DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RATE_PER_IP, RATE_PER_PEER, RelayConfig, RelayListen,
+    check_external_address, check_punch_relay,
 };
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod classify;
 pub mod config;
 pub mod context;
+pub mod crawl;
 pub mod error;
 pub mod event;
 pub mod http;

@@ -40,6 +40,89 @@ enum Command {
     /// the target through the relay and record whether a direct connection came up. Without
     /// --target, only hold the reservation so others can punch to this peer.
     Punch(PunchArgs),
+    /// Map the network through address gossip: from seeds, handshake with every learned
+    /// address, record its Version, ask RequestAddresses, store visits/nodes/edges in SQLite and
+    /// print a summary. With --propagation, print one address's gossip timeline and exit.
+    Crawl(CrawlArgs),
+}
+
+/// `sensor crawl`. Exits 0 whatever the peers did (unreachable peers are data); non-zero for
+/// usage and storage errors.
+#[derive(Debug, Args)]
+struct CrawlArgs {
+    /// TOML configuration file (`[crawl]` and the rest; see `sensor config`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A seed node (repeatable; replaces crawl.seeds).
+    #[arg(long, value_name = "IP:PORT")]
+    seed: Vec<SocketAddr>,
+    /// A DNS seed name, resolved to the network's default port (or NAME:PORT) (repeatable;
+    /// replaces crawl.seed_dns).
+    #[arg(long, value_name = "NAME")]
+    seed_dns: Vec<String>,
+    /// Also seed from addresses already in this crawler's store (earlier crawls, public peers).
+    #[arg(long)]
+    from_store: bool,
+    /// mainnet | testnet-10 | testnet-12 | devnet | simnet [default: the config's, mainnet].
+    #[arg(long, value_name = "NAME")]
+    network: Option<Network>,
+    /// Visits at once at most [default: crawl.concurrency, 256].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Bound of one visit (connect, handshake, gossip, close), milliseconds [default: 5000].
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+    /// Lab mode: also dial loopback, private (RFC 1918, CGNAT, ULA) and documentation ranges.
+    #[arg(long)]
+    allow_private_targets: bool,
+    /// Write the crawl to FILE: .json (crawl, summary, nodes, edges) or .csv (one row per node).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Directory holding sensor.sqlite [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// RequestAddresses per visit at most [default: 8].
+    #[arg(long, value_name = "N")]
+    max_requests: Option<u32>,
+    /// Known addresses at most; further ones are not dialled [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_nodes: Option<usize>,
+    /// Bound of one crawl round, seconds [default: 600].
+    #[arg(long, value_name = "S")]
+    max_duration_secs: Option<u64>,
+    /// Continuous mode: a crawl round every S seconds until SIGTERM, revisiting known nodes by
+    /// their uptime [default: crawl.interval_secs, 0 = one crawl].
+    #[arg(long, value_name = "S")]
+    interval_secs: Option<u64>,
+    /// Prometheus /metrics listen address of the continuous mode.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Print ADDRESS's propagation timeline (IP:PORT) from the store and exit.
+    #[arg(long, value_name = "ADDRESS")]
+    propagation: Option<String>,
+    /// Print the summary (or timeline) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CrawlArgs {
+    fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            data_dir: self.data_dir.clone(),
+            network: self.network,
+            metrics_listen: self.metrics_listen,
+            crawl_seeds: (!self.seed.is_empty()).then(|| self.seed.clone()),
+            crawl_seed_dns: (!self.seed_dns.is_empty()).then(|| self.seed_dns.clone()),
+            crawl_concurrency: self.concurrency,
+            crawl_timeout_ms: self.timeout_ms,
+            crawl_max_requests: self.max_requests,
+            crawl_max_nodes: self.max_nodes,
+            crawl_max_duration_secs: self.max_duration_secs,
+            crawl_interval_secs: self.interval_secs,
+            crawl_allow_private_targets: self.allow_private_targets.then_some(true),
+            ..CliOverrides::default()
+        }
+    }
 }
 
 /// Flags override environment variables (`SENSOR_…`), which override the file, which overrides
@@ -120,7 +203,7 @@ struct PunchArgs {
     /// TOML configuration file (see `sensor config`, section [punch]).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The relay: /ip4|ip6/IP/tcp/PORT/p2p/RELAY_ID or /ip4|ip6/IP/udp/PORT/quic-v1/p2p/RELAY_ID.
+    /// The relay: /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT/p2p/RELAY_ID or …/udp/PORT/quic-v1/p2p/RELAY_ID.
     #[arg(long, value_name = "MULTIADDR")]
     relay: Option<Multiaddr>,
     /// PeerIds to punch to through the relay (replacing punch.targets); none = only hold the
@@ -246,6 +329,7 @@ fn run(cli: Cli) -> sensor::Result<()> {
         Some(Command::Listen(args)) => listen(args),
         Some(Command::Relay(args)) => relay(args),
         Some(Command::Punch(args)) => punch(args),
+        Some(Command::Crawl(args)) => crawl(args),
         None => listen(cli.listen),
     }
 }
@@ -276,6 +360,22 @@ fn punch(args: PunchArgs) -> sensor::Result<()> {
         .build()
         .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
     runtime.block_on(sensor::p2p::punch::run(config, output))
+}
+
+fn crawl(args: CrawlArgs) -> sensor::Result<()> {
+    let config = load_config(args.config.as_deref(), &args.overrides())?;
+    let flags = sensor::crawl::CrawlFlags {
+        from_store: args.from_store,
+        output: args.output,
+        propagation: args.propagation,
+        json: args.json,
+    };
+    let command = sensor::crawl::CrawlCommand::from_config(&config, flags);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| sensor::SensorError::io("starting the async runtime", e))?;
+    runtime.block_on(sensor::crawl::run(&config, command))
 }
 
 fn main() -> ExitCode {

@@ -286,6 +286,55 @@ impl PunchMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrawlResultLabels {
+    /// `reachable` or an error class (`crate::crawl::ErrorClass::as_str`).
+    pub result: &'static str,
+}
+
+/// `sensor crawl`'s metrics (registered by the crawler next to [`Metrics`]); cheap handles
+/// that share state.
+#[derive(Debug, Clone)]
+pub struct CrawlMetrics {
+    /// `sensor_crawl_visits_total{result}`: finished visits, `reachable` or by error class.
+    pub visits: Family<CrawlResultLabels, Counter>,
+    /// `sensor_crawl_nodes_known`: distinct addresses the current crawl knows (visited or queued).
+    pub nodes_known: Gauge,
+    /// `sensor_crawl_visit_duration_seconds`: wall time of one visit (connect to close).
+    pub visit_duration_seconds: Histogram,
+    /// `sensor_crawl_addresses_filtered_total{reason}`: gossiped or seed addresses not dialled.
+    pub addresses_filtered: Family<ReasonLabels, Counter>,
+}
+
+impl CrawlMetrics {
+    /// Registers the metrics under `registry` as `sensor_crawl_*`, with every `results` and
+    /// `reasons` label pre-created.
+    pub fn register(registry: &mut Registry, results: &[&'static str], reasons: &[&'static str]) -> CrawlMetrics {
+        let m = CrawlMetrics {
+            visits: Family::default(),
+            nodes_known: Gauge::default(),
+            visit_duration_seconds: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            addresses_filtered: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sensor_crawl");
+        r.register("visits", "Crawl visits finished: reachable or by error class", m.visits.clone());
+        r.register("nodes_known", "Distinct addresses the current crawl knows", m.nodes_known.clone());
+        r.register(
+            "visit_duration_seconds",
+            "Wall time of one crawl visit, connect to close",
+            m.visit_duration_seconds.clone(),
+        );
+        r.register("addresses_filtered", "Addresses the crawler did not dial, by reason", m.addresses_filtered.clone());
+        for &result in results {
+            let _ = m.visits.get_or_create(&CrawlResultLabels { result });
+        }
+        for &reason in reasons {
+            let _ = m.addresses_filtered.get_or_create(&ReasonLabels { reason });
+        }
+        m
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReachabilityLabels {
     /// `public` | `private-cone` | `private-symmetric` | `unknown`.
     pub verdict: &'static str,

@@ -346,3 +346,31 @@ fn the_rendered_punch_section_loads_as_a_rounds_mode_punch_client() {
     assert!(matches!(settings.mode, Mode::Rounds { .. }), "{:?}", settings.mode);
     assert!(settings.targets_file.is_some(), "{rendered}");
 }
+
+/// The `[crawl]` section the operator renders for `spec.crawler` is one the sensor loads: a
+/// continuous crawl (the sidecar) seeded by the listener's database, with the fleet's bounds.
+#[test]
+fn the_rendered_crawl_section_loads_as_a_continuous_crawl() {
+    use sensor::crawl::{CrawlCommand, CrawlFlags};
+
+    let yaml = format!(
+        "{FLEET_YAML}  crawler:\n    intervalSecs: 900\n    concurrency: 32\n    seeds: ['198.51.100.41:16611', '[2001:db8::1]:16611']\n    seedDns: [seeder.example]\n    minRevisitSecs: 120\n    maxRevisitSecs: 3600\n    allowPrivateTargets: true\n"
+    );
+    let fleet: SensorFleet = serde_norway::from_str(&yaml).unwrap();
+    let rendered = operator::fleet::sensor_config::render(&fleet, "sensors", "lab", "http://unused:1", 10_000, None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sensor.toml");
+    std::fs::write(&file, &rendered).unwrap();
+    let (config, warnings) = sensor::config::Config::load(Some(&file), Vec::new(), &Default::default())
+        .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let cmd = CrawlCommand::from_config(&config, CrawlFlags::default());
+    assert_eq!(cmd.interval, Some(Duration::from_secs(900)), "{rendered}");
+    assert_eq!(cmd.concurrency, 32);
+    assert_eq!(cmd.seeds.len(), 2, "{rendered}");
+    assert_eq!(cmd.seed_dns, ["seeder.example"]);
+    assert_eq!((cmd.revisit.min, cmd.revisit.max), (Duration::from_secs(120), Duration::from_secs(3600)));
+    assert!(cmd.allow_private_targets);
+    let store = cmd.seed_store.expect("seeded from the listener's database");
+    assert!(store.ends_with("sensor.sqlite"), "{store:?}");
+}

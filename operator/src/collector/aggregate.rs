@@ -12,7 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sensor_report::{PeerIdSketch, TIME_TO_DIRECT_BUCKETS, bucket_quantile_ms};
 
 use super::store::StoredReport;
-use crate::crd::{FleetPeerCounts, HolePunchStats, SensorSummary, TransportStats, UserAgentCount};
+use crate::crd::{
+    ErrorClassCount, FleetCrawlStats, FleetPeerCounts, HolePunchStats, SensorSummary, TransportStats, UserAgentCount,
+};
 
 /// Most user agents a fleet aggregate lists.
 pub const MAX_FLEET_USER_AGENTS: usize = 10;
@@ -21,10 +23,11 @@ pub const MAX_SENSOR_SUMMARIES: usize = 50;
 
 /// What the sensors of one SensorFleet reported, as its status shows it, and the hole-punch
 /// targets of its `punch` sidecars. Sensor counts, peers and summaries come from the listeners'
-/// reports only; punch clients' reports ([`is_punch_report`]) only feed `punch_targets`.
+/// reports only; punch clients' reports ([`is_punch_report`]) only feed `punch_targets`, and
+/// crawlers' reports ([`is_crawl_report`]) only feed `crawl`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FleetAggregate {
-    /// Sensors (senders that are not punch clients) with a stored report.
+    /// Sensors (senders that are neither punch clients nor crawlers) with a stored report.
     pub senders: i32,
     /// Senders whose latest report was received within the report timeout.
     pub reporting: i32,
@@ -48,6 +51,9 @@ pub struct FleetAggregate {
     pub punch_targets: Vec<String>,
     /// Punch reports whose `hole_punch.peer_id` is not a libp2p PeerId (left out of the targets).
     pub invalid_punch_peer_ids: usize,
+    /// What the fleet's crawl sidecars reported (see [`crawl_stats`]); `None` without crawl
+    /// reports.
+    pub crawl: Option<FleetCrawlStats>,
 }
 
 /// What one RelayNode and the sensors punching through it reported, as its status shows it.
@@ -95,6 +101,59 @@ pub fn is_punch_report(r: &StoredReport) -> bool {
     r.report.hole_punch.is_some() && r.report.peers.is_none()
 }
 
+/// True for the report of a crawl sidecar (`sensor crawl`, sender `<pod>-crawl`): a
+/// `CrawlSummary` and neither a peer nor a hole-punch summary. Its sender is a fleet's crawler,
+/// not a sensor.
+pub fn is_crawl_report(r: &StoredReport) -> bool {
+    r.report.crawl.is_some() && r.report.peers.is_none() && r.report.hole_punch.is_none()
+}
+
+/// The crawl figures of the crawl reports among `reports` (others are skipped); `None` when there
+/// are none. `crawlers` counts those received within `report_timeout`. Every crawler maps the
+/// whole network, so `known_nodes` and `reachable_nodes` are the maximum over the stored crawlers
+/// (like sensors' peer counts, a silent crawler's figures count until the store forgets it), not
+/// a sum. The last round's figures (duration, end, visits, failures by class) are those of the
+/// crawler whose last round finished most recently (ties: newest report, then sender name);
+/// absent while no crawler has finished a round.
+pub fn crawl_stats<'a>(
+    reports: impl IntoIterator<Item = &'a StoredReport>,
+    now: Timestamp,
+    report_timeout: Duration,
+) -> Option<FleetCrawlStats> {
+    let crawlers: Vec<&StoredReport> = reports.into_iter().filter(|r| is_crawl_report(r)).collect();
+    let summaries = || crawlers.iter().filter_map(|r| r.report.crawl.as_ref().map(|c| (*r, c)));
+    if crawlers.is_empty() {
+        return None;
+    }
+    let mut stats = FleetCrawlStats {
+        crawlers: to_i32(crawlers.iter().filter(|r| !older_than(r.received_at, now, report_timeout)).count()),
+        known_nodes: to_i64(summaries().map(|(_, c)| c.known_nodes).max().unwrap_or(0)),
+        reachable_nodes: to_i64(summaries().map(|(_, c)| c.reachable_nodes).max().unwrap_or(0)),
+        ..FleetCrawlStats::default()
+    };
+    let latest = summaries().filter(|(_, c)| c.last_finished_unix_ms > 0).max_by(|(a, ca), (b, cb)| {
+        ca.last_finished_unix_ms
+            .cmp(&cb.last_finished_unix_ms)
+            .then_with(|| a.received_at.cmp(&b.received_at))
+            .then_with(|| b.sender().cmp(a.sender()))
+    });
+    if let Some((_, c)) = latest {
+        stats.last_crawl_duration_ms = Some(to_i64(c.last_duration_ms));
+        stats.last_crawl_time = Timestamp::from_millisecond(c.last_finished_unix_ms).ok().map(Time);
+        stats.last_visited = to_i64(c.last_visited);
+        stats.last_reachable = to_i64(c.last_reachable);
+        stats.unreachable_by_class = c
+            .last_unreachable_by_class
+            .iter()
+            .map(|e| ErrorClassCount { error_class: e.error_class.clone(), visits: to_i64(e.visits) })
+            .collect();
+        stats
+            .unreachable_by_class
+            .sort_by(|a, b| b.visits.cmp(&a.visits).then_with(|| a.error_class.cmp(&b.error_class)));
+    }
+    Some(stats)
+}
+
 /// The hole-punch targets among `reports` (any reports of one fleet; others are skipped): the
 /// `hole_punch.peer_id` of every punch report received within `report_timeout` whose client holds
 /// a reservation (`reservation_held`; without one it cannot be punched to), parsed as a libp2p
@@ -133,7 +192,9 @@ pub fn aggregate_fleet(
     exact_unique_bound: usize,
 ) -> FleetAggregate {
     let reporting = |r: &StoredReport| !older_than(r.received_at, now, report_timeout);
-    let (punches, sensors): (Vec<&StoredReport>, Vec<&StoredReport>) = reports.iter().partition(|r| is_punch_report(r));
+    let crawl = crawl_stats(reports, now, report_timeout);
+    let (punches, sensors): (Vec<&StoredReport>, Vec<&StoredReport>) =
+        reports.iter().filter(|r| !is_crawl_report(r)).partition(|r| is_punch_report(r));
     let punch_senders = to_i32(punches.len());
     let (punch_targets, invalid_punch_peer_ids) = punch_targets(punches, now, report_timeout);
     let (mut public, mut private, mut unknown, mut accepted, mut rejected) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -195,6 +256,7 @@ pub fn aggregate_fleet(
         punch_senders,
         punch_targets,
         invalid_punch_peer_ids,
+        crawl,
     }
 }
 
@@ -225,7 +287,7 @@ fn unique_peers(reports: &[&StoredReport], exact_unique_bound: usize) -> (u64, b
 /// `punch_reports` the sensor reports of the same namespace whose `hole_punch.relay` names this
 /// relay (from any fleet). Relay state comes from the newest relay report; hole-punch counters,
 /// per-transport counters and time-to-direct histograms are summed over `punch_reports`, and
-/// `time_to_direct_p50_ms` is the median of the merged histogram.
+/// `time_to_direct_p50_ms` and `_p95_ms` are quantiles of the merged histogram.
 pub fn aggregate_relay(
     relay_reports: &[StoredReport],
     punch_reports: &[StoredReport],
@@ -261,12 +323,15 @@ pub fn aggregate_relay(
 
 fn hole_punch_stats(punch_reports: &[StoredReport]) -> HolePunchStats {
     let (mut attempts, mut successes, mut failures) = (0u64, 0u64, 0u64);
+    let (mut kaspa_handshakes, mut kaspa_handshake_failures) = (0u64, 0u64);
     let mut buckets = [0u64; TIME_TO_DIRECT_BUCKETS];
     let mut by_transport: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for punch in punch_reports.iter().filter_map(|r| r.report.hole_punch.as_ref()) {
         attempts = attempts.saturating_add(punch.attempts);
         successes = successes.saturating_add(punch.successes);
         failures = failures.saturating_add(punch.failures);
+        kaspa_handshakes = kaspa_handshakes.saturating_add(punch.kaspa_handshakes);
+        kaspa_handshake_failures = kaspa_handshake_failures.saturating_add(punch.kaspa_handshake_failures);
         if punch.time_to_direct_ms_buckets.len() == TIME_TO_DIRECT_BUCKETS {
             for (sum, n) in buckets.iter_mut().zip(&punch.time_to_direct_ms_buckets) {
                 *sum = sum.saturating_add(*n);
@@ -284,6 +349,9 @@ fn hole_punch_stats(punch_reports: &[StoredReport]) -> HolePunchStats {
         failures: to_i64(failures),
         success_rate: success_rate(successes, attempts),
         time_to_direct_p50_ms: bucket_quantile_ms(&buckets, 0.5).map(to_i64),
+        time_to_direct_p95_ms: bucket_quantile_ms(&buckets, 0.95).map(to_i64),
+        kaspa_handshakes: to_i64(kaspa_handshakes),
+        kaspa_handshake_failures: to_i64(kaspa_handshake_failures),
         by_transport: by_transport
             .into_iter()
             .map(|(transport, (attempts, successes))| TransportStats {

@@ -1,7 +1,8 @@
 //! The pure aggregations tested from YAML fixtures in `operator/tests/fixtures/collector/`.
 //!
 //! A fixture gives reports in a readable form (peer ids as ranges of synthetic peer numbers,
-//! time-to-direct as samples in ms) plus `now` and the report timeout, and the expected aggregate.
+//! time-to-direct as samples in ms, crawl failures as a class → visits map) plus `now` and the
+//! report timeout, and the expected aggregate.
 //! Reports go through the wire form and [`sensor_report::validate`] exactly as pushed ones do.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use sensor_report::v1::{HolePunchSummary, Owner, PeerSummary, RelaySummary, Report, TransportOutcome};
+use sensor_report::v1::{
+    CrawlSummary, ErrorClassCount, HolePunchSummary, Owner, PeerSummary, RelaySummary, Report, TransportOutcome,
+};
 use sensor_report::{
     MAX_EXACT_PEER_IDS, OWNER_RELAY_NODE, OWNER_SENSOR_FLEET, PeerIdSketch, TIME_TO_DIRECT_BUCKETS,
     time_to_direct_bucket,
@@ -19,7 +22,7 @@ use serde::Deserialize;
 
 use super::aggregate::{FleetAggregate, RelayAggregate, aggregate_fleet, aggregate_relay};
 use super::store::StoredReport;
-use crate::crd::{FleetPeerCounts, HolePunchStats, SensorSummary, UserAgentCount};
+use crate::crd::{FleetCrawlStats, FleetPeerCounts, HolePunchStats, SensorSummary, UserAgentCount};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -75,6 +78,8 @@ struct FixtureReport {
     relay: Option<FixtureRelay>,
     #[serde(default)]
     hole_punch: Option<FixturePunch>,
+    #[serde(default)]
+    crawl: Option<FixtureCrawl>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +136,36 @@ struct FixturePunch {
     peer_id: String,
     #[serde(default)]
     reservation_held: bool,
+    /// Kaspa handshakes over punched connections: completed, failed.
+    #[serde(default)]
+    kaspa_handshakes: u64,
+    #[serde(default)]
+    kaspa_handshake_failures: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FixtureCrawl {
+    #[serde(default)]
+    network: String,
+    #[serde(default)]
+    crawls: u64,
+    #[serde(default)]
+    known_nodes: u64,
+    #[serde(default)]
+    reachable_nodes: u64,
+    #[serde(default)]
+    last_visited: u64,
+    #[serde(default)]
+    last_reachable: u64,
+    #[serde(default)]
+    last_duration_ms: u64,
+    /// End of the last round; absent = no round finished yet.
+    #[serde(default)]
+    last_finished_at: Option<Time>,
+    /// Error class → failed visits in the last round.
+    #[serde(default)]
+    last_unreachable_by_class: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +193,8 @@ struct ExpectFleet {
     punch_targets: Vec<String>,
     #[serde(default)]
     invalid_punch_peer_ids: usize,
+    #[serde(default)]
+    crawl: Option<FleetCrawlStats>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +241,7 @@ impl FixtureReport {
                 ..Default::default()
             }),
             hole_punch: self.hole_punch.as_ref().map(FixturePunch::to_summary),
+            crawl: self.crawl.as_ref().map(FixtureCrawl::to_summary),
             ..Default::default()
         }
     }
@@ -265,7 +303,31 @@ impl FixturePunch {
             relay: self.relay.clone(),
             peer_id: self.peer_id.clone(),
             reservation_held: self.reservation_held,
+            kaspa_handshakes: self.kaspa_handshakes,
+            kaspa_handshake_failures: self.kaspa_handshake_failures,
             ..Default::default()
+        }
+    }
+}
+
+impl FixtureCrawl {
+    fn to_summary(&self) -> CrawlSummary {
+        let mut by_class: Vec<ErrorClassCount> = self
+            .last_unreachable_by_class
+            .iter()
+            .map(|(class, visits)| ErrorClassCount { error_class: class.clone(), visits: *visits })
+            .collect();
+        by_class.sort_by_key(|c| std::cmp::Reverse(c.visits));
+        CrawlSummary {
+            network: self.network.clone(),
+            crawls: self.crawls,
+            known_nodes: self.known_nodes,
+            reachable_nodes: self.reachable_nodes,
+            last_visited: self.last_visited,
+            last_reachable: self.last_reachable,
+            last_duration_ms: self.last_duration_ms,
+            last_finished_unix_ms: self.last_finished_at.as_ref().map_or(0, |t| t.0.as_millisecond()),
+            last_unreachable_by_class: by_class,
         }
     }
 }
@@ -308,6 +370,7 @@ fn check(name: &str) {
             punch_senders: e.punch_senders,
             punch_targets: e.punch_targets,
             invalid_punch_peer_ids: e.invalid_punch_peer_ids,
+            crawl: e.crawl,
         };
         assert_eq!(got, want, "{name}: fleet aggregate");
     }
@@ -327,7 +390,9 @@ fn check(name: &str) {
     }
 }
 
-const FIXTURES: [&str; 8] = [
+const FIXTURES: [&str; 10] = [
+    "fleet-crawlers.yaml",
+    "fleet-crawlers-only-stale.yaml",
     "fleet-punch-targets.yaml",
     "fleet-shared-peers.yaml",
     "fleet-over-exact-bound.yaml",
@@ -369,6 +434,16 @@ fn punch_clients_become_targets_and_are_not_counted_as_sensors() {
 }
 
 #[test]
+fn crawlers_feed_the_crawl_figures_and_are_not_counted_as_sensors() {
+    check("fleet-crawlers.yaml");
+}
+
+#[test]
+fn stale_crawlers_keep_their_figures_but_do_not_count_as_crawling() {
+    check("fleet-crawlers-only-stale.yaml");
+}
+
+#[test]
 fn a_relay_sums_punches_from_two_fleets() {
     check("relay-two-fleets.yaml");
 }
@@ -406,6 +481,7 @@ fn summaries_stop_at_fifty_sorted_by_name() {
                 peers: None,
                 relay: None,
                 hole_punch: None,
+                crawl: None,
             }
             .to_stored()
         })

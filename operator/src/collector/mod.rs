@@ -12,6 +12,10 @@
 //! ([`aggregate::punch_targets`], written into the fleet's ConfigMap by `fleet::reconcile`), and
 //! their attempts count for the RelayNode they name.
 //!
+//! A fleet's `crawl` sidecars report as senders `<pod>-crawl` ([`aggregate::is_crawl_report`]):
+//! they are not counted as sensors either; their crawl summaries become the fleet's
+//! `status.crawl` ([`aggregate::crawl_stats`]).
+//!
 //! Reporting is push, cumulative and idempotent: an operator that restarts starts empty and is
 //! complete again after the next round of reports.
 

@@ -1,5 +1,5 @@
 use super::*;
-use sensor_report::v1::{HolePunchSummary, Owner, PeerSummary, RelaySummary};
+use sensor_report::v1::{CrawlSummary, ErrorClassCount, HolePunchSummary, Owner, PeerSummary, RelaySummary};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const FORGET: Duration = Duration::from_secs(600);
@@ -222,4 +222,43 @@ fn punch_clients_publish_their_fleet_targets_and_invalid_peer_ids_are_counted() 
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("operator_collector_invalid_punch_peer_ids 1"), "{text}");
+}
+
+/// The report of a `sensor crawl` sidecar of fleet `alpha`: only a crawl summary.
+fn crawler(sender: &str, sequence: u64, reachable: u64, finished_secs: i64) -> Report {
+    let mut r = report(OWNER_SENSOR_FLEET, "lab", "alpha", sender, 1, sequence);
+    r.peers = None;
+    r.crawl = Some(CrawlSummary {
+        network: "kaspa-mainnet".into(),
+        crawls: sequence,
+        known_nodes: 2 * reachable,
+        reachable_nodes: reachable,
+        last_visited: 2 * reachable,
+        last_reachable: reachable,
+        last_duration_ms: 30_000,
+        last_finished_unix_ms: at(finished_secs).as_millisecond(),
+        last_unreachable_by_class: vec![ErrorClassCount { error_class: "timeout".into(), visits: reachable }],
+    });
+    r
+}
+
+#[test]
+fn crawlers_publish_the_fleet_crawl_figures_and_are_not_sensors() {
+    let store = ReportStore::new(StoreLimits::default());
+    store.ingest(sensor("alpha", "alpha-0", 1, 1), at(0)).unwrap();
+    store.ingest(crawler("alpha-0-crawl", 1, 300, -5), at(0)).unwrap();
+    store.ingest(crawler("alpha-1-crawl", 1, 320, -20), at(0)).unwrap();
+    store.publish(at(1), TIMEOUT, FORGET);
+    let fleet = store.fleet("lab", "alpha").unwrap();
+    assert_eq!((fleet.senders, fleet.reporting, fleet.summaries.len(), fleet.punch_senders), (1, 1, 1, 0));
+    let crawl = fleet.crawl.unwrap();
+    assert_eq!((crawl.crawlers, crawl.known_nodes, crawl.reachable_nodes), (2, 640, 320));
+    assert_eq!((crawl.last_reachable, crawl.last_crawl_time.map(|t| t.0)), (300, Some(at(-5))), "alpha-0's round");
+    // A second round of alpha-1 finishes later; then alpha-0 goes silent and is forgotten.
+    store.ingest(crawler("alpha-1-crawl", 2, 330, 30), at(30)).unwrap();
+    store.publish(at(70), TIMEOUT, FORGET);
+    let crawl = store.fleet("lab", "alpha").unwrap().crawl.unwrap();
+    assert_eq!((crawl.crawlers, crawl.reachable_nodes, crawl.last_reachable), (1, 330, 330));
+    store.publish(at(700), TIMEOUT, FORGET);
+    assert_eq!(store.fleet("lab", "alpha").map(|f| f.crawl), None, "everyone forgotten");
 }

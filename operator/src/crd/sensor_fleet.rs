@@ -12,8 +12,8 @@ use super::common::{Exposure, Placement, PullPolicy, SecretKeyRef};
 ///
 /// Cross-field rules (CEL, enforced by the API server and again by the operator):
 /// `replicas` ≥ 1 is required in StatefulSet mode and forbidden in DaemonSet mode;
-/// PersistentVolumeClaim storage needs StatefulSet mode; `holePunch` needs `relayRef`; `network`
-/// is immutable.
+/// PersistentVolumeClaim storage needs StatefulSet mode; `holePunch` needs `relayRef`;
+/// `crawler.minRevisitSecs` ≤ `crawler.maxRevisitSecs`; `network` is immutable.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "p2psensor.dev",
@@ -27,6 +27,7 @@ use super::common::{Exposure, Placement, PullPolicy, SecretKeyRef};
     printcolumn = r#"{"name":"Sensors","type":"integer","description":"Ready sensor pods","jsonPath":".status.sensors.ready"}"#,
     printcolumn = r#"{"name":"Public","type":"integer","description":"Peers classified public (sum over sensors)","jsonPath":".status.peers.public"}"#,
     printcolumn = r#"{"name":"Private","type":"integer","description":"Peers classified private (sum over sensors)","jsonPath":".status.peers.private"}"#,
+    printcolumn = r#"{"name":"Reachable","type":"integer","description":"Nodes the crawler reached (spec.crawler; max over crawlers)","jsonPath":".status.crawl.reachableNodes"}"#,
     printcolumn = r#"{"name":"Network","type":"string","priority":1,"jsonPath":".spec.network"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     cel
@@ -85,6 +86,12 @@ pub struct SensorFleetSpec {
     /// Tuning of the hole-punch sidecar (needs `relayRef`); absent = the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hole_punch: Option<HolePunch>,
+    /// Continuous crawl of the network from every sensor pod: present (even `{}`) = each pod gets
+    /// a `crawl` sidecar that maps the network through address gossip, seeded by the peers its
+    /// listener saw plus `seeds` and `seedDns`, and revisits known nodes on a schedule that adapts
+    /// to their observed uptime. Its summaries appear in `status.crawl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawler: Option<Crawler>,
 }
 
 /// Kaspa networks (design §2).
@@ -103,6 +110,15 @@ pub enum KaspaNetwork {
 }
 
 impl KaspaNetwork {
+    /// Every network, in declaration order.
+    pub const ALL: [KaspaNetwork; 5] = [
+        KaspaNetwork::Mainnet,
+        KaspaNetwork::Testnet10,
+        KaspaNetwork::Testnet12,
+        KaspaNetwork::Devnet,
+        KaspaNetwork::Simnet,
+    ];
+
     /// The name the sensor's `network` key takes.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -297,6 +313,103 @@ impl Default for HolePunch {
     }
 }
 
+/// The `crawl` sidecar of each sensor pod (the sensor's `[crawl]` section): `sensor crawl` in
+/// continuous mode. Every pod's crawler maps the whole network on its own (independent vantage
+/// points, not shards of one crawl).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minRevisitSecs) || !has(self.maxRevisitSecs) || self.minRevisitSecs <= self.maxRevisitSecs").message("minRevisitSecs must not exceed maxRevisitSecs"))]
+pub struct Crawler {
+    /// Seconds between the starts of two crawl rounds (default 600). Each round visits the
+    /// addresses learned since the last one and the known nodes whose revisit is due.
+    #[serde(default = "default_crawl_interval_secs")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub interval_secs: i64,
+    /// Visits in flight at most per crawler (default 64). Never more than one at a time per IP.
+    #[serde(default = "default_crawl_concurrency")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub concurrency: i32,
+    /// Bound of one visit (connect, Kaspa handshake, address requests, close), ms (default 5000).
+    #[serde(default = "default_crawl_timeout_ms")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub timeout_ms: i64,
+    /// Extra seed addresses, `IP:PORT` (IPv6 as `[IP]:PORT`), besides the peers the pod's
+    /// listener has stored; at most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    pub seeds: Vec<String>,
+    /// DNS seeders, `NAME` (their addresses on the network's default port) or `NAME:PORT`; at
+    /// most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 259)))]
+    pub seed_dns: Vec<String>,
+    /// Shortest time before a node is visited again, s (default 300). A node is revisited after
+    /// 1.2 × its observed uptime (Nebula's rule) clamped to [`minRevisitSecs`, `maxRevisitSecs`];
+    /// an unreachable one after `minRevisitSecs`.
+    #[serde(default = "default_crawl_min_revisit_secs")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub min_revisit_secs: i64,
+    /// Longest time before a node is visited again, s (default 86400); at least `minRevisitSecs`.
+    #[serde(default = "default_crawl_max_revisit_secs")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub max_revisit_secs: i64,
+    /// Also visit private, loopback, CGNAT and documentation addresses (labs and devnets only;
+    /// default false).
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// Compute resources of the sidecar; default requests 50m CPU and 64Mi memory, limit 512Mi
+    /// memory (the node table and `concurrency` open connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Default of `crawler.intervalSecs`.
+pub const DEFAULT_CRAWL_INTERVAL_SECS: i64 = 600;
+/// Default of `crawler.concurrency`.
+pub const DEFAULT_CRAWL_CONCURRENCY: i32 = 64;
+/// Default of `crawler.timeoutMs`.
+pub const DEFAULT_CRAWL_TIMEOUT_MS: i64 = 5000;
+/// Default of `crawler.minRevisitSecs`.
+pub const DEFAULT_CRAWL_MIN_REVISIT_SECS: i64 = 300;
+/// Default of `crawler.maxRevisitSecs`.
+pub const DEFAULT_CRAWL_MAX_REVISIT_SECS: i64 = 86400;
+
+fn default_crawl_interval_secs() -> i64 {
+    DEFAULT_CRAWL_INTERVAL_SECS
+}
+
+fn default_crawl_concurrency() -> i32 {
+    DEFAULT_CRAWL_CONCURRENCY
+}
+
+fn default_crawl_timeout_ms() -> i64 {
+    DEFAULT_CRAWL_TIMEOUT_MS
+}
+
+fn default_crawl_min_revisit_secs() -> i64 {
+    DEFAULT_CRAWL_MIN_REVISIT_SECS
+}
+
+fn default_crawl_max_revisit_secs() -> i64 {
+    DEFAULT_CRAWL_MAX_REVISIT_SECS
+}
+
+impl Default for Crawler {
+    fn default() -> Self {
+        Self {
+            interval_secs: DEFAULT_CRAWL_INTERVAL_SECS,
+            concurrency: DEFAULT_CRAWL_CONCURRENCY,
+            timeout_ms: DEFAULT_CRAWL_TIMEOUT_MS,
+            seeds: Vec::new(),
+            seed_dns: Vec::new(),
+            min_revisit_secs: DEFAULT_CRAWL_MIN_REVISIT_SECS,
+            max_revisit_secs: DEFAULT_CRAWL_MAX_REVISIT_SECS,
+            allow_private_targets: false,
+            resources: None,
+        }
+    }
+}
+
 /// Observed state of a fleet, written only by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -320,6 +433,48 @@ pub struct SensorFleetStatus {
     /// One line per sensor, by name; at most 50 (the rest are counted in `sensors`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensor_summaries: Vec<SensorSummary>,
+    /// What the `crawl` sidecars (`spec.crawler`) reported; absent before the first crawl report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawl: Option<FleetCrawlStats>,
+}
+
+/// The crawl sidecars' view of the network. Every crawler maps the whole network, so node counts
+/// are the maximum over crawlers, not a sum; the last round's figures are those of the crawler
+/// whose last round finished most recently.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetCrawlStats {
+    /// Crawlers whose latest report is younger than the operator's report timeout.
+    pub crawlers: i32,
+    /// Addresses in a crawler's node table (learned through gossip or seeds), all time; the
+    /// maximum over crawlers.
+    pub known_nodes: i64,
+    /// Distinct addresses whose latest visit completed the Kaspa handshake; the maximum over
+    /// crawlers.
+    pub reachable_nodes: i64,
+    /// Wall time of the most recently finished crawl round, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crawl_duration_ms: Option<i64>,
+    /// When the most recently finished crawl round ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crawl_time: Option<Time>,
+    /// Visits in that round.
+    #[serde(default)]
+    pub last_visited: i64,
+    /// Visits in that round that completed the handshake.
+    #[serde(default)]
+    pub last_reachable: i64,
+    /// That round's failed visits by error class (`refused`, `timeout`, ...), descending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_by_class: Vec<ErrorClassCount>,
+}
+
+/// Failed visits of one error class.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorClassCount {
+    pub error_class: String,
+    pub visits: i64,
 }
 
 /// Sensor pods: wanted, ready (workload status) and reporting (collector).

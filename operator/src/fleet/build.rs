@@ -6,7 +6,8 @@
 //! (DaemonSet or StatefulSet). All carry the common labels, a controller owner reference and a
 //! spec-hash annotation.
 //!
-//! With a resolved relay ([`Punch`]) every pod also runs the `punch` sidecar ([`super::punch`]).
+//! With a resolved relay ([`Punch`]) every pod also runs the `punch` sidecar ([`super::punch`]);
+//! with `spec.crawler` it runs the `crawl` sidecar ([`super::crawl`]).
 //! The pod template's config hash covers `sensor.toml` only: a change of the targets list
 //! re-applies the ConfigMap (the kubelet refreshes the mounted file) but never restarts a pod.
 
@@ -25,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::crawl;
 use super::punch::{self, Punch, RELAY_ANNOTATION, TARGETS_KEY};
 use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
 use crate::crd::{ExportSink, ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
@@ -132,6 +134,9 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
     if hole_punch.is_some() {
         headless_ports.push(metrics_service_port(punch::METRICS_PORT_NAME, punch::METRICS_PORT));
     }
+    if spec.crawler.is_some() {
+        headless_ports.push(metrics_service_port(crawl::METRICS_PORT_NAME, crawl::METRICS_PORT));
+    }
     let headless_service = Service {
         metadata: meta(names::headless_service(name)),
         spec: Some(ServiceSpec {
@@ -177,8 +182,9 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
         health_port: Some("metrics"),
     })];
     if hole_punch.is_some() {
-        containers.push(punch::sidecar(fleet, image));
+        containers.push(punch::sidecar(fleet, image.clone()));
     }
+    containers.extend(crawl::sidecar(fleet, image));
 
     let mut volumes = vec![pod::volume("config", |v| {
         v.config_map = Some(ConfigMapVolumeSource { name: names::config_map(name), ..ConfigMapVolumeSource::default() })

@@ -1,8 +1,10 @@
 //! The SensorFleet controller: validate (pure) → build desired children (pure) → server-side
 //! apply → prune → status (pure aggregation, one patch). With `spec.relayRef` the pods also
-//! measure hole punching through that RelayNode ([`punch`]).
+//! measure hole punching through that RelayNode ([`punch`]); with `spec.crawler` they also crawl
+//! the network continuously ([`crawl`]).
 
 pub mod build;
+pub mod crawl;
 pub mod punch;
 pub mod reconcile;
 pub mod sensor_config;

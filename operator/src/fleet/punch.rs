@@ -41,7 +41,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use multiaddr::{Multiaddr, Protocol};
 use serde::Serialize;
@@ -264,22 +264,13 @@ pub fn sidecar(fleet: &SensorFleet, image: String) -> Container {
         pull_policy: fleet.spec.image_pull_policy,
         args: vec!["punch".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
         ports: vec![(METRICS_PORT_NAME, METRICS_PORT, "TCP", false)],
-        env: sidecar_env(),
+        env: super::sensor_config::sidecar_env(METRICS_PORT, DATABASE_FILE),
         mounts: vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)],
         resources: Some(resources.unwrap_or_else(default_resources)),
         health_port: Some(METRICS_PORT_NAME),
     });
     container.readiness_probe = None;
     container
-}
-
-/// The downward API and `SENSOR_*` overrides of the listener (`SENSOR_REPORT_SENDER` = pod name;
-/// the punch client reports as `<sender>-punch`), plus its own metrics address and database.
-fn sidecar_env() -> Vec<EnvVar> {
-    let mut env = pod::downward_env();
-    env.push(pod::env_value("SENSOR_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")));
-    env.push(pod::env_value("SENSOR_STORAGE_PATH", format!("{DATA_DIR}/{DATABASE_FILE}")));
-    env
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
         let transitions = conditions::transitions(&old_conditions, &new_status.conditions);
         publish_transitions(&ctx.recorder, fleet, &transitions, &ctx.metrics).await;
     }
-    ctx.metrics.set_fleet(&key, Some(&new_status));
+    ctx.metrics.set_fleet(&key, Some((fleet.spec.network, &new_status)));
     Ok(if invalid.is_some() { Action::await_change() } else { Action::requeue(ctx.settings.status_interval) })
 }
 

@@ -5,9 +5,11 @@
 //! sender, advertised address from the node IP) come from `SENSOR_*` environment variables.
 //! With a resolvable relay the file also has `[punch]` for the `punch` sidecar (see
 //! [`super::punch`]); the sidecar's targets are a separate ConfigMap key, not part of this file.
+//! With `spec.crawler` it has `[crawl]` for the `crawl` sidecar (see [`super::crawl`]).
 
 use serde::Serialize;
 
+use super::crawl::{self, CrawlToml};
 use super::punch::{self, PunchRelay, PunchToml};
 use crate::crd::{ExternalAddressSource, SensorFleet};
 use sensor_report::OWNER_SENSOR_FLEET;
@@ -20,6 +22,19 @@ pub const CONFIG_DIR: &str = "/etc/p2p-sensor";
 pub const CONFIG_FILE: &str = "sensor.toml";
 /// Port of the sensor's `/metrics`, `/healthz`, `/readyz`.
 pub const METRICS_PORT: i32 = 9102;
+/// The listener's SQLite file under [`DATA_DIR`] (the sensor's default `<data_dir>/sensor.sqlite`;
+/// `storage.path` is not rendered). The crawl sidecar seeds from it.
+pub const LISTENER_DATABASE_FILE: &str = "sensor.sqlite";
+
+/// The environment of a sidecar (`punch`, `crawl`): the listener's downward API and `SENSOR_*`
+/// overrides (`SENSOR_REPORT_SENDER` = pod name; a sidecar reports as `<sender>-<its name>`),
+/// plus its own metrics port and database file under [`DATA_DIR`].
+pub fn sidecar_env(metrics_port: i32, database_file: &str) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let mut env = crate::pod::downward_env();
+    env.push(crate::pod::env_value("SENSOR_METRICS_LISTEN", format!("0.0.0.0:{metrics_port}")));
+    env.push(crate::pod::env_value("SENSOR_STORAGE_PATH", format!("{DATA_DIR}/{database_file}")));
+    env
+}
 
 #[derive(Serialize)]
 struct SensorToml<'a> {
@@ -31,6 +46,8 @@ struct SensorToml<'a> {
     report: ReportToml<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     punch: Option<PunchToml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crawl: Option<CrawlToml>,
 }
 
 #[derive(Serialize)]
@@ -81,7 +98,8 @@ pub fn p2p_port(fleet: &SensorFleet) -> i32 {
 
 /// `sensor.toml` for every sensor of `fleet`, reporting to `collector_endpoint` every
 /// `report_interval_ms`. A Static external address goes into the file; HostIP comes from the
-/// pod's environment instead. `relay`: the relay of the `punch` sidecar, rendered as `[punch]`.
+/// pod's environment instead. `relay`: the relay of the `punch` sidecar, rendered as `[punch]`;
+/// `spec.crawler` is rendered as `[crawl]`.
 pub fn render(
     fleet: &SensorFleet,
     namespace: &str,
@@ -121,6 +139,7 @@ pub fn render(
             owner_name: name,
         },
         punch: relay.map(|relay| punch::toml_section(fleet, relay)),
+        crawl: spec.crawler.as_ref().map(crawl::toml_section),
     };
     let body = toml::to_string(&config).unwrap_or_default();
     format!("# Rendered by p2p-sensor-operator from SensorFleet {namespace}/{name}; edits are overwritten.\n{body}")

@@ -135,6 +135,7 @@ pub fn status(fleet: &SensorFleet, observed: &Observed<'_>, now: &Time) -> Senso
         status.top_user_agents = reports.top_user_agents.clone();
         status.last_report_time = reports.last_report_time.map(Time);
         status.sensor_summaries = reports.summaries.clone();
+        status.crawl = reports.crawl.clone();
     }
     status
 }
@@ -174,5 +175,24 @@ mod tests {
         let hidden = fleet(serde_json::json!({"network": "devnet", "relayRef": {"name": "edge"},
             "exposure": {"kind": "LoadBalancer", "externalTrafficPolicy": "Cluster"}}));
         assert_eq!(degraded(&hidden, Some(&RelayProblem::NotFound("edge".into()))).1, "SourceIPHidden");
+    }
+
+    #[test]
+    fn crawl_figures_reach_the_status_and_crawlers_do_not_make_a_fleet_ready() {
+        let f = fleet(serde_json::json!({"network": "devnet", "crawler": {}}));
+        let reports = FleetAggregate {
+            crawl: Some(crate::crd::FleetCrawlStats { crawlers: 1, reachable_nodes: 7, ..Default::default() }),
+            ..FleetAggregate::default()
+        };
+        let workload = WorkloadState { desired: 1, ready: 1, up_to_date: true };
+        let observed = Observed { workload: Some(workload), reports: Some(&reports), ..Observed::default() };
+        let now = Time("2026-11-21T00:00:00Z".parse().unwrap());
+        let s = status(&f, &observed, &now);
+        assert_eq!(s.crawl.as_ref().map(|c| c.reachable_nodes), Some(7));
+        let ready = s.conditions.iter().find(|c| c.type_ == condition::READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SensorsNotReporting"));
+        let value = serde_json::to_value(&s).unwrap();
+        assert_eq!(value["crawl"]["reachableNodes"], 7, "the printer column's path");
+        assert!(status(&f, &Observed::default(), &now).crawl.is_none());
     }
 }

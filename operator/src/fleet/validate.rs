@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use super::crawl;
 use crate::crd::{ExportSink, ExternalAddressSource, SensorFleet, StorageKind};
 use crate::validation::{fleet_cel, into_result, is_dns_label, is_quantity, name_fits};
 
@@ -50,6 +51,9 @@ pub fn validate(fleet: &SensorFleet, default_image: &str) -> Result<(), String> 
         {
             violations.push(format!("spec.export.secretRef.name: {:?} is not a valid Secret name", secret.name));
         }
+    }
+    if let Some(crawler) = &spec.crawler {
+        violations.extend(crawl::violations(crawler));
     }
     into_result(violations)
 }

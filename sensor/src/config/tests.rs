@@ -632,12 +632,17 @@ fn punch_errors_name_their_key() {
     assert_eq!(key, "punch.relay");
     assert!(reason.contains("must end in /p2p/"), "{reason}");
     let id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
-    for bad in
-        [format!("/dns4/relay.example/tcp/4001/p2p/{id}"), format!("/ip4/1.2.3.4/tcp/1/p2p/{id}/p2p-circuit/p2p/{id}")]
-    {
+    for bad in [format!("/dns4/relay.example/p2p/{id}"), format!("/ip4/1.2.3.4/tcp/1/p2p/{id}/p2p-circuit/p2p/{id}")] {
         let (key, reason) = err_key(load(Some(&format!("[punch]\nrelay = \"{bad}\"\n")), &[], &cli));
         assert_eq!(key, "punch.relay", "{bad}");
         assert!(reason.contains(&bad), "{reason}");
+    }
+    // A relay known by name is dialled through libp2p-dns.
+    for good in
+        [format!("/dns4/relay.example/tcp/4001/p2p/{id}"), format!("/dns/relay.example/udp/4001/quic-v1/p2p/{id}")]
+    {
+        let (config, _) = load(Some(&format!("[punch]\nrelay = \"{good}\"\n")), &[], &cli).unwrap();
+        assert_eq!(config.punch.relay.unwrap().to_string(), good);
     }
     let (key, reason) = err_key(load(Some("[punch]\nlisten = []\n"), &[], &cli));
     assert_eq!(key, "punch.listen");
@@ -662,4 +667,35 @@ fn punch_errors_name_their_key() {
     let mut config = Config::default();
     config.punch.relay = Some(format!("/ip6/::1/udp/4001/quic-v1/p2p/{id}").parse().unwrap());
     assert!(config.validate().is_ok());
+}
+
+#[test]
+fn crawl_defaults_env_lists_and_ranges() {
+    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
+    assert_eq!(config.crawl, CrawlConfig::default());
+    assert_eq!((config.crawl.interval_secs, config.crawl.concurrency, config.crawl.timeout_ms), (0, 256, 5000));
+    assert!(Config::default_toml().contains("\n[crawl]\n"));
+    assert!(Config::default_toml().contains("SENSOR_CRAWL_SEED_FROM_STORE"));
+
+    let file =
+        "[crawl]\nseeds = [\"198.51.100.41:16611\"]\ninterval_secs = 600\nseed_from_store = \"/data/sensor.sqlite\"\n";
+    let vars =
+        [("SENSOR_CRAWL_SEED_DNS", "seeder1.kaspad.net, seeder2.kaspad.net:16111"), ("SENSOR_CRAWL_CONCURRENCY", "64")];
+    let (config, _) = load(Some(file), &vars, &CliOverrides::default()).unwrap();
+    let c = &config.crawl;
+    assert_eq!(c.seeds, ["198.51.100.41:16611".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(c.seed_dns, ["seeder1.kaspad.net", "seeder2.kaspad.net:16111"]);
+    assert_eq!((c.interval_secs, c.concurrency), (600, 64));
+    assert_eq!(c.seed_from_store.as_deref(), Some(Path::new("/data/sensor.sqlite")));
+
+    let (key, reason) = err_key(load(Some("[crawl]\nseeds = [\"not-an-address\"]\n"), &[], &CliOverrides::default()));
+    assert_eq!(key, "crawl.seeds[0]");
+    assert!(reason.contains("invalid socket address"), "{reason}");
+    let (key, reason) = err_key(load(None, &[("SENSOR_CRAWL_CONCURRENCY", "0")], &CliOverrides::default()));
+    assert_eq!(key, "crawl.concurrency");
+    assert!(reason.contains("between 1 and 10000"), "{reason}");
+    let (key, reason) =
+        err_key(load(Some("[crawl]\nmin_revisit_secs = 600\nmax_revisit_secs = 60\n"), &[], &CliOverrides::default()));
+    assert_eq!(key, "crawl.max_revisit_secs");
+    assert!(reason.contains("at least crawl.min_revisit_secs (600)"), "{reason}");
 }

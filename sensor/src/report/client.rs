@@ -17,6 +17,7 @@ use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::{Code, transport::Channel, transport::Endpoint};
 
 use super::{
+    crawl::build_crawl_report,
     snapshot::Snapshot,
     summary::{Origin, PunchLive, agent, build_punch_report, build_relay_report, build_report},
 };
@@ -58,6 +59,8 @@ pub enum Source {
     /// `sensor punch`: the attempts through `relay_node` stored in this SQLite file, and the
     /// client's live state, read once per report (must not block).
     Punch { database: PathBuf, relay_node: String, live: Arc<dyn Fn() -> PunchLive + Send + Sync> },
+    /// `sensor crawl` (continuous mode): the crawl tables of this SQLite file.
+    Crawl { database: PathBuf },
 }
 
 impl std::fmt::Debug for Source {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Source {
             Source::Punch { database, relay_node, .. } => {
                 f.debug_struct("Punch").field("database", database).field("relay_node", relay_node).finish()
             }
+            Source::Crawl { database } => f.debug_struct("Crawl").field("database", database).finish(),
         }
     }
 }
@@ -213,6 +217,24 @@ impl Pusher {
                 build_punch_report(&self.settings.origin, self.sequence, generated_at, &relay_node, &live, &summary);
             return self.push(report, deadline).await;
         }
+        if let Source::Crawl { database } = &self.settings.source {
+            let database = database.clone();
+            let read = self.read_with(database, |reader| reader.crawl_summary(sensor_report::MAX_LIST_ITEMS));
+            let summary = match deadline {
+                None => read.await,
+                Some(at) => match tokio::time::timeout_at(at, read).await {
+                    Ok(read) => read,
+                    Err(_) => return self.failed("timeout", "the database read did not finish in time"),
+                },
+            };
+            let summary = match summary {
+                Ok(summary) => summary,
+                Err(e) => return self.failed("error", &format!("reading the crawl tables: {e}")),
+            };
+            self.sequence += 1;
+            let report = build_crawl_report(&self.settings.origin, self.sequence, generated_at, &summary);
+            return self.push(report, deadline).await;
+        }
         let snapshot = match deadline {
             None => self.read().await,
             Some(at) => match tokio::time::timeout_at(at, self.read()).await {
@@ -266,6 +288,27 @@ impl Pusher {
             read.await.map_err(|_| SensorError::StorageUnavailable("the report read task failed"))??;
         self.reader = Some(reader);
         Ok(snapshot)
+    }
+
+    /// Runs `read` on the blocking pool with the open reader of `path` (opened on first use and
+    /// kept for the next report).
+    async fn read_with<T: Send + 'static>(
+        &mut self,
+        path: PathBuf,
+        read: impl FnOnce(&Reader) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let reader = self.reader.take();
+        let task = tokio::task::spawn_blocking(move || {
+            let reader = match reader {
+                Some(reader) => reader,
+                None => Reader::open(&path)?,
+            };
+            read(&reader).map(|value| (reader, value))
+        });
+        let (reader, value) =
+            task.await.map_err(|_| SensorError::StorageUnavailable("the report read task failed"))??;
+        self.reader = Some(reader);
+        Ok(value)
     }
 
     /// Reads the punch summary on the blocking pool, reusing the open reader.

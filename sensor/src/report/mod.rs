@@ -14,12 +14,14 @@
 //! (built by the pure [`build_relay_report`]) read from the relay's memory, and no peer summary.
 //! `sensor punch` uses [`Source::Punch`]: its reports carry a `HolePunchSummary` (built by the
 //! pure [`build_punch_report`]) of every attempt stored through `punch.relay_node`, and no peer
-//! summary.
+//! summary. `sensor crawl`'s continuous mode uses [`Source::Crawl`]: its reports carry a
+//! `CrawlSummary` (built by the pure [`crawl::build_crawl_report`]) of its stored crawls.
 //!
 //! The protobuf messages and the sketch live in the `sensor-report` crate, which has no P2P
 //! dependency so the operator can use it.
 
 pub mod client;
+pub mod crawl;
 pub mod snapshot;
 pub mod summary;
 

@@ -70,6 +70,7 @@ pub fn build_relay_report(origin: &Origin, sequence: u64, generated_at_unix_ms: 
         }),
         hole_punch: None,
         agent: agent(),
+        crawl: None,
     }
 }
 
@@ -147,8 +148,11 @@ pub fn build_punch_report(
             peer_id: truncate(&live.peer_id, MAX_STRING_BYTES).to_owned(),
             reservation_held: live.reservation_held,
             reachability: live.reachability.as_str().to_owned(),
+            kaspa_handshakes: summary.kaspa_handshakes,
+            kaspa_handshake_failures: summary.kaspa_handshake_failures,
         }),
         agent: agent(),
+        crawl: None,
     }
 }
 
@@ -226,12 +230,13 @@ pub fn build_report(origin: &Origin, sequence: u64, generated_at_unix_ms: i64, s
         relay: None,
         hole_punch: None,
         agent: agent(),
+        crawl: None,
     };
     BuiltReport { report, skipped_peer_ids: skipped }
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
+pub(super) fn truncate(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -420,6 +425,8 @@ mod tests {
                 ("tcp".into(), "success".into(), 1),
             ],
             time_to_direct_ms: vec![(0, 1), (10, 1), (11, 1), (70_000, 1)],
+            kaspa_handshakes: 3,
+            kaspa_handshake_failures: 1,
         };
         let report = build_punch_report(&origin(), 3, 1_700_000_000_000, "edge", &live(), &summary);
         validate(&report).expect("the collector accepts it");
@@ -434,6 +441,7 @@ mod tests {
         );
         let by: Vec<_> = p.by_transport.iter().map(|t| (t.transport.as_str(), t.attempts, t.successes)).collect();
         assert_eq!(by, [("quic", 4, 3), ("tcp", 4, 1)]);
+        assert_eq!((p.kaspa_handshakes, p.kaspa_handshake_failures), (3, 1));
         assert_eq!(p.time_to_direct_ms_buckets.len(), TIME_TO_DIRECT_BUCKETS);
         assert_eq!(p.time_to_direct_ms_buckets[0], 2);
         assert_eq!(p.time_to_direct_ms_buckets[1], 1);

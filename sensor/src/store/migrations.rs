@@ -96,6 +96,92 @@ CREATE INDEX punch_attempts_started_at ON punch_attempts (started_at);
 CREATE INDEX punch_attempts_relay_node ON punch_attempts (relay_node, outcome);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "crawls",
+        sql: r#"
+CREATE TABLE crawls (
+    crawl_id     TEXT PRIMARY KEY NOT NULL, -- UUID v7, hyphenated lower-case
+    started_at   TEXT NOT NULL,             -- RFC 3339 UTC, fixed width (9 fraction digits)
+    finished_at  TEXT,                      -- NULL while running (or after a crash)
+    network      TEXT NOT NULL,             -- wire name, e.g. 'kaspa-mainnet'
+    seeds        TEXT NOT NULL,             -- JSON array of 'IP:PORT'
+    concurrency  INTEGER NOT NULL,
+    timeout_ms   INTEGER NOT NULL,
+    visited      INTEGER NOT NULL DEFAULT 0,
+    reachable    INTEGER NOT NULL DEFAULT 0,
+    known        INTEGER NOT NULL DEFAULT 0,  -- distinct dialable addresses learned (seeds included)
+    filtered     INTEGER NOT NULL DEFAULT 0,  -- addresses not dialled (filter, caps)
+    duration_ms  INTEGER,
+    stopped_early INTEGER NOT NULL DEFAULT 0  -- 1 when --max-duration-secs ended it
+);
+
+CREATE TABLE crawl_visits (
+    crawl_id           TEXT NOT NULL REFERENCES crawls (crawl_id),
+    address            TEXT NOT NULL,         -- 'IP:PORT' dialled
+    started_at         TEXT NOT NULL,
+    duration_ms        INTEGER NOT NULL,      -- connect to close
+    rtt_ms             INTEGER,               -- connect start to the peer's Version
+    reachable          INTEGER NOT NULL,      -- 1 = Version/Verack/Ready completed
+    error_class        TEXT,                  -- crawl::ErrorClass::as_str, NULL when none
+    error              TEXT,
+    protocol_version   INTEGER,
+    user_agent         TEXT,
+    network            TEXT,
+    peer_id            TEXT,                  -- 16-byte Kaspa peer id, lower-case hex
+    advertised_address TEXT,
+    services           INTEGER,
+    addresses_returned INTEGER NOT NULL,      -- distinct well-formed addresses gossiped
+    requests           INTEGER NOT NULL,      -- RequestAddresses sent
+    PRIMARY KEY (crawl_id, address)
+);
+CREATE INDEX crawl_visits_address ON crawl_visits (address, started_at);
+
+CREATE TABLE crawl_nodes (
+    address          TEXT PRIMARY KEY NOT NULL, -- 'IP:PORT'
+    first_seen       TEXT NOT NULL,             -- first learned (seed or gossip) or visited
+    last_seen        TEXT NOT NULL,             -- last learned or visited
+    last_visit       TEXT,
+    last_reachable   TEXT,                      -- start of the last visit that completed the handshake
+    up_since         TEXT,                      -- start of the current run of reachable visits; NULL when the last failed
+    visits           INTEGER NOT NULL DEFAULT 0,
+    reachable_visits INTEGER NOT NULL DEFAULT 0,
+    last_error_class TEXT,
+    last_peer_id     TEXT,
+    last_user_agent  TEXT,
+    last_protocol_version INTEGER,
+    next_visit       TEXT                       -- for the continuous scheduler; NULL = not planned
+);
+
+CREATE TABLE crawl_edges (
+    crawl_id     TEXT NOT NULL REFERENCES crawls (crawl_id),
+    from_address TEXT NOT NULL,               -- the gossiping node
+    to_address   TEXT NOT NULL,               -- an address it gossiped (dialable by the filter)
+    first_seen   TEXT NOT NULL,
+    PRIMARY KEY (crawl_id, from_address, to_address)
+);
+
+CREATE TABLE address_sightings (
+    address    TEXT NOT NULL,                 -- 'IP:PORT' learned
+    gossiper   TEXT NOT NULL,                 -- 'IP:PORT' of the node that gossiped it
+    first_seen TEXT NOT NULL,                 -- when this gossiper was first seen giving it
+    PRIMARY KEY (address, gossiper)
+);
+CREATE INDEX address_sightings_first_seen ON address_sightings (address, first_seen);
+"#,
+    },
+    Migration {
+        version: 4,
+        name: "kaspa handshakes over punched connections",
+        sql: r#"
+-- `sensor punch --kaspa-handshake`: after a successful attempt, a Kaspa handshake over a
+-- /p2psensor/kaspa/1 stream on the direct connection. All NULL when none was tried.
+ALTER TABLE punch_attempts ADD COLUMN kaspa_handshake_ms INTEGER; -- Version to Ready, ms
+ALTER TABLE punch_attempts ADD COLUMN kaspa_user_agent   TEXT;    -- the node's Version.userAgent
+ALTER TABLE punch_attempts ADD COLUMN kaspa_network      TEXT;    -- the node's Version.network
+ALTER TABLE punch_attempts ADD COLUMN kaspa_error        TEXT;    -- why the handshake failed
+"#,
+    },
 ];
 
 /// The schema version this build writes and reads.

@@ -9,10 +9,14 @@
 //!   connection settings.
 //! * [`punch`]: `sensor punch`'s attempts ([`Store::record_punch`], [`Reader::punch_attempts`],
 //!   [`Reader::punch_summary`]).
+//! * [`crawl`]: `sensor crawl`'s crawls, visits, nodes, edges and address sightings, written by
+//!   their own thread ([`crawl::CrawlWriter`]).
 //!
 //! Timestamps are stored as RFC 3339 UTC text with a fixed 9-digit fraction
 //! (`2026-11-21T04:26:00.123456789Z`), so text order is time order.
 
+pub mod crawl;
+pub mod crawl_status;
 pub mod migrations;
 pub mod punch;
 pub mod query;

@@ -108,6 +108,8 @@ fn migrations_apply_once_and_reopen_is_idempotent() {
     assert_eq!(
         indexes,
         [
+            "address_sightings_first_seen",
+            "crawl_visits_address",
             "events_peer_id",
             "events_timestamp",
             "peers_last_seen",
