@@ -84,6 +84,10 @@ pub struct ListenConfig {
     pub hold_time_secs: u64,
     /// Time to drain connections and flush storage at shutdown, milliseconds. Default 5000.
     pub shutdown_grace_ms: u64,
+    /// Ask every accepted peer once for addresses (`RequestAddresses`, as kaspad does with each
+    /// new peer) and record its `Addresses` reply for propagation tracking
+    /// (`SENSOR_LISTEN_REQUEST_ADDRESSES`). Default true.
+    pub request_addresses: bool,
 }
 
 /// `[classify]`: the dial-back probe that decides public / private / unknown.
@@ -187,6 +191,7 @@ impl Default for ListenConfig {
             handshake_timeout_ms: 10_000,
             hold_time_secs: 3600,
             shutdown_grace_ms: 5000,
+            request_addresses: true,
         }
     }
 }
@@ -312,6 +317,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("listen.handshake_timeout_ms", Kind::Int, "Time allowed for Version/Verack/Ready, milliseconds; 1000..=120000"),
     ("listen.hold_time_secs", Kind::Int, "How long a handshaken peer is kept connected, seconds; 0 = until it leaves"),
     ("listen.shutdown_grace_ms", Kind::Int, "Time to drain connections and flush storage at shutdown, milliseconds"),
+    ("listen.request_addresses", Kind::Bool, "Ask each accepted peer once for addresses and record its reply (who gossiped what, when); true or false"),
     ("classify.allow_private_targets", Kind::Bool, "Lab mode: also dial back private/loopback/documentation IPs; true or false"),
     ("classify.probe_timeout_ms", Kind::Int, "Timeout of one dial-back attempt (connect + handshake), milliseconds; 100..=60000"),
     ("classify.probe_attempts", Kind::Int, "Dial-back attempts before a peer is judged private; 2..=10"),

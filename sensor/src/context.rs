@@ -23,4 +23,11 @@ impl Context {
             tracing::warn!(error = %e, "event not stored");
         }
     }
+
+    /// Queues addresses a peer gossiped (see [`crate::store::gossip`]); a full queue is logged.
+    pub fn record_gossip(&self, gossip: crate::store::gossip::Gossip) {
+        if let Err(e) = self.store.record_gossip(gossip) {
+            tracing::warn!(error = %e, "gossiped addresses not stored");
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub struct MessageLabels {
     pub message_type: &'static str,
 }
 
+/// `result` labels of `sensor_gossip_messages_total`.
+pub const GOSSIP_RESULTS: [&str; 3] = ["recorded", "unsolicited", "oversized"];
+
 /// Every metric the sensor exports. Clone the handles freely; they share state.
 #[derive(Debug)]
 pub struct Metrics {
@@ -97,6 +100,12 @@ pub struct Metrics {
     pub storage_queue_depth: Gauge,
     /// `sensor_messages_received_total{message_type}`: post-handshake messages from peers.
     pub messages_received: Family<MessageLabels, Counter>,
+    /// `sensor_gossip_messages_total{result}`: `Addresses` messages from inbound peers:
+    /// `recorded` (the reply to our one `RequestAddresses`), `unsolicited` (any other; dropped),
+    /// `oversized` (over kaspad's 2,500 entries; dropped).
+    pub gossip_messages: Family<ResultLabels, Counter>,
+    /// `sensor_gossip_addresses_total`: addresses recorded from those replies.
+    pub gossip_addresses: Counter,
     /// `sensor_report_pushes_total{result}`: report push attempts to the collector, by outcome
     /// (see [`REPORT_PUSH_RESULTS`]; `error` also covers a database read that failed, nothing sent).
     pub report_pushes: Family<ResultLabels, Counter>,
@@ -131,6 +140,8 @@ impl Metrics {
             storage_errors: Family::default(),
             storage_queue_depth: Gauge::default(),
             messages_received: Family::default(),
+            gossip_messages: Family::default(),
+            gossip_addresses: Counter::default(),
             report_pushes: Family::default(),
             report_last_success_timestamp_seconds: Gauge::default(),
             report_peer_ids_skipped: Gauge::default(),
@@ -173,6 +184,19 @@ impl Metrics {
             m.verdict_cache_hits.clone(),
         );
         registry.register("storage_events", "Events committed to SQLite", m.storage_events.clone());
+        for result in GOSSIP_RESULTS {
+            let _ = m.gossip_messages.get_or_create(&ResultLabels { result });
+        }
+        registry.register(
+            "gossip_messages",
+            "Addresses messages from inbound peers: recorded (our request's reply), unsolicited, oversized",
+            m.gossip_messages.clone(),
+        );
+        registry.register(
+            "gossip_addresses",
+            "Addresses recorded from inbound peers' gossip",
+            m.gossip_addresses.clone(),
+        );
         registry.register("storage_errors", "Storage failures by kind", m.storage_errors.clone());
         registry.register(
             "storage_queue_depth",

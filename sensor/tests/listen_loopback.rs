@@ -329,3 +329,60 @@ async fn hostile_handshakes_are_refused_recorded_and_do_not_hurt_the_listener() 
     good.close(Duration::from_secs(2)).await;
     sensor.shutdown().await.unwrap();
 }
+
+/// The sensor asks each accepted peer once for addresses and records the reply as gossip from
+/// that peer (its IP with its advertised port): well-formed entries once each; an unsolicited
+/// `Addresses` message is counted and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_peers_gossip_is_recorded_once_per_request() {
+    use kaspa_p2p_lib::pb::{AddressesMessage, NetAddress, kaspad_message::Payload};
+    use sensor::kaspa::wire::WireConnection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), 4);
+    let sensor = Sensor::start(&config).await.unwrap();
+    let src: std::net::IpAddr = "127.0.3.9".parse().unwrap();
+    let advertised: SocketAddr = "127.0.3.9:16611".parse().unwrap();
+    let version = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: Some(advertised) };
+    let mut conn = WireConnection::connect(sensor.p2p_address, Some(src), Duration::from_secs(5)).await.unwrap();
+    conn.handshake(version.message(), Duration::from_secs(5)).await.expect("handshake");
+    let entry = |ip: [u8; 4], port: u32| NetAddress { timestamp: 0, ip: ip.to_vec(), port };
+    let wait_request = async {
+        loop {
+            match conn.recv().await.unwrap() {
+                Some(Payload::RequestAddresses(_)) => return,
+                Some(_) => continue,
+                None => panic!("the sensor closed the stream"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait_request).await.expect("the sensor asks for addresses");
+    let reply = vec![
+        entry([203, 0, 113, 5], 16111),
+        entry([203, 0, 113, 6], 16111),
+        entry([203, 0, 113, 5], 16111),
+        NetAddress { timestamp: 0, ip: vec![1, 2, 3], port: 1 },
+    ];
+    conn.send(Payload::Addresses(AddressesMessage { address_list: reply })).await.unwrap();
+    let unsolicited = vec![entry([203, 0, 113, 7], 16111)];
+    conn.send(Payload::Addresses(AddressesMessage { address_list: unsolicited })).await.unwrap();
+
+    let metrics = sensor.context().metrics.clone();
+    let unsolicited_seen = || {
+        let n = metrics.gossip_messages.get_or_create(&sensor::metrics::ResultLabels { result: "unsolicited" }).get();
+        (n == 1).then_some(())
+    };
+    eventually(Duration::from_secs(5), unsolicited_seen).await;
+    let recorded = metrics.gossip_messages.get_or_create(&sensor::metrics::ResultLabels { result: "recorded" }).get();
+    assert_eq!((recorded, metrics.gossip_addresses.get()), (1, 2));
+    let reader = Reader::open(&config.database_path()).unwrap();
+    let sightings = eventually(Duration::from_secs(5), || {
+        reader.address_sightings("203.0.113.6:16111").ok().filter(|s| !s.is_empty())
+    })
+    .await;
+    assert_eq!(sightings.len(), 1);
+    assert_eq!(sightings[0].0, advertised.to_string(), "the gossiper is the peer's IP with its advertised port");
+    assert_eq!(reader.address_sightings("203.0.113.5:16111").unwrap().len(), 1, "a duplicate entry counts once");
+    assert!(reader.address_sightings("203.0.113.7:16111").unwrap().is_empty(), "unsolicited gossip is dropped");
+    sensor.shutdown().await.unwrap();
+}

@@ -6,8 +6,9 @@
 //! admit (limits) → send `Version` → read the peer's `Version` (well-formed, same network, not
 //! ourselves) and answer `Verack` → after their `Verack`, send `Ready` → their `Ready` → record
 //! the `accepted` event and hand the peer to the classifier → serve: `Pong` for `Ping`,
-//! `Addresses` (our external address or nothing) for `RequestAddresses`, everything else
-//! counted and dropped → end when the peer leaves, the hold time passes, or the sensor stops.
+//! `Addresses` (our external address or nothing) for `RequestAddresses`, our one
+//! `RequestAddresses` sent after Ready and its `Addresses` reply recorded as gossip
+//! ([`crate::store::gossip`]), everything else counted and dropped → end when the peer leaves, the hold time passes, or the sensor stops.
 //! The handshake is kaspad's (kaspa-p2p-lib `src/handshake.rs`): Version/Verack within the
 //! handshake timeout, then Ready both ways. Every refusal is recorded as a `rejected` event with
 //! a [`RejectReason`] and, once the stream is open, told to the peer with a `Reject` message.
@@ -17,7 +18,10 @@ use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 use futures::{StreamExt, stream::BoxStream};
 use kaspa_p2p_lib::{
     KaspadMessagePayloadType as T,
-    pb::{self, KaspadMessage, ReadyMessage, RejectMessage, VerackMessage, kaspad_message::Payload},
+    pb::{
+        self, KaspadMessage, ReadyMessage, RejectMessage, RequestAddressesMessage, VerackMessage,
+        kaspad_message::Payload,
+    },
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -30,7 +34,7 @@ use crate::{
         flows::{keep_alive_reply, message_type_name},
         version::{LocalVersion, PeerVersion, read_peer_version},
     },
-    metrics::{ConnectionLabels, MessageLabels, ReasonLabels},
+    metrics::{ConnectionLabels, MessageLabels, ReasonLabels, ResultLabels},
 };
 
 /// Parameters of the inbound side (from `[listen]`).
@@ -40,6 +44,9 @@ pub struct InboundSettings {
     pub handshake_timeout: Duration,
     /// How long a peer is held before a polite close; `None` = until it leaves.
     pub hold_time: Option<Duration>,
+    /// Send each accepted peer one `RequestAddresses` and record the reply
+    /// (`listen.request_addresses`).
+    pub request_addresses: bool,
 }
 
 /// Everything shared by the inbound connections of one listener.
@@ -114,6 +121,8 @@ pub struct Connection {
     /// Whether this connection counts in `sensor_connections_active`.
     active: bool,
     end: Option<End>,
+    /// Our `RequestAddresses` is out and its `Addresses` reply has not come yet.
+    awaiting_addresses: bool,
 }
 
 fn message(payload: Payload) -> KaspadMessage {
@@ -151,6 +160,7 @@ impl Connection {
             slot,
             active: false,
             end: None,
+            awaiting_addresses: false,
         })
     }
 
@@ -229,15 +239,44 @@ impl Connection {
         match std::mem::replace(&mut self.phase, Phase::Closing) {
             Phase::Handshake(hs) => self.on_handshake_message(hs, t, payload),
             Phase::Serving { peer } => {
-                self.phase = Phase::Serving { peer };
                 let metrics = &self.inbound.ctx.metrics;
                 metrics.messages_received.get_or_create(&MessageLabels { message_type: message_type_name(t) }).inc();
+                if let Payload::Addresses(list) = &payload {
+                    self.on_addresses(&peer, &list.address_list);
+                }
+                self.phase = Phase::Serving { peer };
                 if let Some(reply) = keep_alive_reply(payload, &self.inbound.addresses) {
                     self.outbox.push_back(message(reply));
                 }
             }
             Phase::Closing => {}
         }
+    }
+
+    /// An `Addresses` message: the reply to our one `RequestAddresses` is recorded as gossip from
+    /// this peer (well-formed entries, duplicates removed); anything else is counted and dropped,
+    /// as is a reply over kaspad's 2,500 entries (rusty-kaspa `protocol/flows` address flow).
+    fn on_addresses(&mut self, peer: &PeerVersion, list: &[pb::NetAddress]) {
+        let metrics = &self.inbound.ctx.metrics;
+        let result = if !std::mem::take(&mut self.awaiting_addresses) {
+            "unsolicited"
+        } else if list.len() > crate::crawl::visit::MAX_ADDRESSES_PER_REPLY {
+            "oversized"
+        } else {
+            let mut seen = std::collections::HashSet::new();
+            let addresses: Vec<SocketAddr> = list
+                .iter()
+                .filter_map(|a| crate::crawl::filter::socket_addr(a).ok())
+                .filter(|a| seen.insert(*a))
+                .collect();
+            metrics.gossip_addresses.inc_by(addresses.len() as u64);
+            let ip = self.source.ip().to_canonical();
+            let gossiper = SocketAddr::new(ip, peer.advertised_port.unwrap_or(self.source.port()));
+            let at = time::OffsetDateTime::now_utc();
+            self.inbound.ctx.record_gossip(crate::store::gossip::Gossip { gossiper, at, addresses });
+            "recorded"
+        };
+        metrics.gossip_messages.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// One handshake message: Version (answered with Verack), Verack, Ready — in kaspad's
@@ -315,6 +354,11 @@ impl Connection {
             Some(hold) => Instant::now() + hold,
             None => Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
         };
+        if inbound.settings.request_addresses {
+            let request = RequestAddressesMessage { include_all_subnetworks: false, subnetwork_id: None };
+            self.outbox.push_back(message(Payload::RequestAddresses(request)));
+            self.awaiting_addresses = true;
+        }
         self.phase = Phase::Serving { peer };
     }
 

@@ -118,6 +118,7 @@ impl Sensor {
             settings: InboundSettings {
                 handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
                 hold_time: (l.hold_time_secs > 0).then(|| Duration::from_secs(l.hold_time_secs)),
+                request_addresses: l.request_addresses,
             },
             admission: Admission::new(Limits {
                 max_inbound_peers: l.max_inbound_peers,

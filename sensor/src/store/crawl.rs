@@ -223,8 +223,13 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, crawl_id: &str, revisit: Revisit
     (conn, failed)
 }
 
-const UPSERT_LEARNED: &str = "INSERT INTO crawl_nodes (address, first_seen, last_seen) VALUES (?1, ?2, ?2) \
+/// An address learned (by the crawler, or from gossip to `sensor listen`, [`super::gossip`]).
+pub(super) const UPSERT_LEARNED: &str = "INSERT INTO crawl_nodes (address, first_seen, last_seen) VALUES (?1, ?2, ?2) \
     ON CONFLICT (address) DO UPDATE SET last_seen = max(crawl_nodes.last_seen, excluded.last_seen)";
+
+/// One `(address, gossiper)` sighting; the first time is kept.
+pub(super) const UPSERT_SIGHTING: &str = "INSERT INTO address_sightings (address, gossiper, first_seen) \
+    VALUES (?1, ?2, ?3) ON CONFLICT (address, gossiper) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen)";
 
 const INSERT_VISIT: &str = "INSERT OR REPLACE INTO crawl_visits (crawl_id, address, started_at, duration_ms, \
     rtt_ms, reachable, error_class, error, protocol_version, user_agent, network, peer_id, advertised_address, \
@@ -256,10 +261,7 @@ fn write(conn: &mut Connection, crawl_id: &str, revisit: Revisit, batch: &[Msg])
         let mut edge = tx.prepare_cached(
             "INSERT OR IGNORE INTO crawl_edges (crawl_id, from_address, to_address, first_seen) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let mut sighting = tx.prepare_cached(
-            "INSERT INTO address_sightings (address, gossiper, first_seen) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (address, gossiper) DO UPDATE SET first_seen = min(first_seen, excluded.first_seen)",
-        )?;
+        let mut sighting = tx.prepare_cached(UPSERT_SIGHTING)?;
         let mut visit = tx.prepare_cached(INSERT_VISIT)?;
         let mut visited = tx.prepare_cached(UPSERT_VISITED)?;
         let mut plan = tx.prepare_cached("UPDATE crawl_nodes SET next_visit = ?2 WHERE address = ?1")?;

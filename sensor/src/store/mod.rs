@@ -17,6 +17,7 @@
 
 pub mod crawl;
 pub mod crawl_status;
+pub mod gossip;
 pub mod migrations;
 pub mod punch;
 pub mod query;
@@ -198,6 +199,12 @@ impl Store {
     pub fn record_punch(&self, attempt: PunchAttempt) -> Result<Ack> {
         let attempt_id = attempt.attempt_id;
         self.enqueue(attempt_id, |ack| Msg::Punch(Box::new(attempt), ack))
+    }
+
+    /// Queues one `Addresses` message a peer gossiped ([`gossip::Gossip`]) without blocking;
+    /// the [`Ack`] carries a fresh UUID v7. Errors: as [`record`](Self::record).
+    pub fn record_gossip(&self, gossip: gossip::Gossip) -> Result<Ack> {
+        self.enqueue(Uuid::now_v7(), |ack| Msg::Gossip(Box::new(gossip), ack))
     }
 
     fn enqueue(&self, event_id: Uuid, msg: impl FnOnce(oneshot::Sender<()>) -> Msg) -> Result<Ack> {

@@ -26,6 +26,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::oneshot;
 
+use super::gossip::Gossip;
 use super::punch;
 use crate::event::{Event, EventKind};
 use crate::metrics::Metrics;
@@ -61,6 +62,8 @@ pub(super) enum Msg {
     Event(Box<Event>, oneshot::Sender<()>),
     /// One hole-punch attempt (table `punch_attempts`).
     Punch(Box<PunchAttempt>, oneshot::Sender<()>),
+    /// Addresses a peer gossiped (tables `address_sightings`, `crawl_nodes`).
+    Gossip(Box<Gossip>, oneshot::Sender<()>),
     /// Commit the open batch now (sent by `flush`).
     Flush,
 }
@@ -69,6 +72,7 @@ pub(super) enum Msg {
 enum Record {
     Event(Box<Event>),
     Punch(Box<PunchAttempt>),
+    Gossip(Box<Gossip>),
 }
 
 /// State shared between the [`Store`](super::Store) handle and the writer thread.
@@ -161,6 +165,7 @@ impl Writer {
         match self.rx.recv() {
             Ok(Msg::Event(event, ack)) => batch.push(Pending { record: Record::Event(event), ack }),
             Ok(Msg::Punch(attempt, ack)) => batch.push(Pending { record: Record::Punch(attempt), ack }),
+            Ok(Msg::Gossip(gossip, ack)) => batch.push(Pending { record: Record::Gossip(gossip), ack }),
             Ok(Msg::Flush) => return true,
             Err(_) => return false,
         }
@@ -170,6 +175,7 @@ impl Writer {
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Event(event, ack)) => batch.push(Pending { record: Record::Event(event), ack }),
                 Ok(Msg::Punch(attempt, ack)) => batch.push(Pending { record: Record::Punch(attempt), ack }),
+                Ok(Msg::Gossip(gossip, ack)) => batch.push(Pending { record: Record::Gossip(gossip), ack }),
                 Ok(Msg::Flush) | Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
@@ -311,6 +317,11 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<u64
                     } else {
                         tracing::debug!(attempt_id = %attempt.attempt_id, "duplicate punch attempt id ignored");
                     }
+                    continue;
+                }
+                Record::Gossip(gossip) => {
+                    // Not an event: `sensor_storage_events_total` counts events and attempts.
+                    super::gossip::insert(&tx, gossip)?;
                     continue;
                 }
             };
