@@ -301,6 +301,18 @@ impl Metrics {
     pub fn fleet_keys(&self) -> Vec<String> {
         self.fleet_numbers.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
+
+    /// Drops every counted fleet whose key (`namespace/name`) `exists` says is gone, so a deleted
+    /// fleet leaves the totals at the next reconcile of any fleet (the controller does not call
+    /// reconcile for a deleted object, and this operator uses no finalizer). Returns the keys
+    /// dropped.
+    pub fn retain_fleets(&self, exists: impl Fn(&str) -> bool) -> Vec<String> {
+        let gone: Vec<String> = self.fleet_keys().into_iter().filter(|k| !exists(k)).collect();
+        for key in &gone {
+            self.set_fleet(key, None);
+        }
+        gone
+    }
 }
 
 #[cfg(test)]
@@ -355,5 +367,20 @@ mod tests {
         let out = text(&registry);
         assert!(!out.contains("network=\"mainnet\""), "series leave with the last crawling fleet\n{out}");
         assert!(out.lines().any(|l| l == "p2psensor_fleet_crawlers 0"), "{out}");
+    }
+
+    #[test]
+    fn deleted_fleets_leave_the_totals() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let a = crawled(900, 410, 2, Some(("2025-06-01T11:55:00Z", 62_000)));
+        metrics.set_fleet("lab/a", Some((KaspaNetwork::Mainnet, &a)));
+        metrics.set_fleet("lab/b", Some((KaspaNetwork::Devnet, &SensorFleetStatus::default())));
+        assert_eq!(metrics.retain_fleets(|k| k == "lab/b"), ["lab/a"]);
+        assert_eq!(metrics.fleet_keys(), ["lab/b"]);
+        let out = text(&registry);
+        assert!(out.lines().any(|l| l == "p2psensor_fleets 1"), "{out}");
+        assert!(!out.contains("network=\"mainnet\""), "the deleted fleet's crawl series are gone\n{out}");
+        assert!(metrics.retain_fleets(|_| true).is_empty());
     }
 }

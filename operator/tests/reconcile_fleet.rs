@@ -505,3 +505,27 @@ async fn a_fleet_with_a_relay_waits_for_the_caches_first_list() {
     assert_eq!(action.unwrap(), Action::requeue(Duration::from_secs(1)), "no request before the relays are listed");
     assert!(calls.is_empty());
 }
+
+/// A deleted fleet leaves the operator's fleet totals at the next reconcile of any fleet: the
+/// controller never reconciles a deleted object, and the operator uses no finalizer.
+#[tokio::test]
+async fn a_deleted_fleets_numbers_leave_the_metrics_at_the_next_reconcile() {
+    let mut h = Harness::new();
+    let fleet = lab(1);
+    cache_children(&mut h, &fleet, 2);
+    h.ctx.resync.done("sensors/lab");
+    cache(&mut h.writers.fleets, fleet.clone());
+    let gone = SensorFleetStatus {
+        peers: operator::crd::FleetPeerCounts { public: 7, ..Default::default() },
+        ..Default::default()
+    };
+    h.ctx.metrics.set_fleet("sensors/deleted", Some((fleet.spec.network, &gone)));
+    assert!(metrics_text(&h.registry).contains("p2psensor_fleets 1"));
+    let steps = vec![step(Method::PATCH, "/sensorfleets/lab/status", whole(&fleet))];
+    let (action, _, _) = run(h.handle, steps, reconcile(Arc::new(fleet.clone()), h.ctx.clone())).await;
+    action.unwrap();
+    assert_eq!(h.ctx.metrics.fleet_keys(), ["sensors/lab"], "the fleet no longer in the cache is dropped");
+    let text = metrics_text(&h.registry);
+    assert!(text.contains("p2psensor_fleets 1"), "{text}");
+    assert!(text.contains("p2psensor_fleet_peers{class=\"public\"} 0"), "the deleted fleet's 7 are gone:\n{text}");
+}

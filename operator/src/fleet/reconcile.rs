@@ -5,6 +5,7 @@
 //! Both are re-read at every reconcile, i.e. at least every status interval (the success
 //! requeue), which bounds how fast a new member or a moved relay reaches the pods.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,6 +113,14 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
         publish_transitions(&ctx.recorder, fleet, &transitions, &ctx.metrics).await;
     }
     ctx.metrics.set_fleet(&key, Some((fleet.spec.network, &new_status)));
+    if synced(&caches.fleets) {
+        // The fleet being reconciled exists even if the cache has not caught up with it yet.
+        let mut live: HashSet<String> = caches.fleets.state().iter().map(|f| object_key(f)).collect();
+        live.insert(key.clone());
+        for gone in ctx.metrics.retain_fleets(|k| live.contains(k)) {
+            tracing::info!(fleet = %gone, "fleet deleted: removed from the fleet metrics");
+        }
+    }
     Ok(if invalid.is_some() { Action::await_change() } else { Action::requeue(ctx.settings.status_interval) })
 }
 
