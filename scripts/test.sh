@@ -43,6 +43,20 @@ log "chart validation: scripts/validate-chart.py --self-test, then the chart, ex
 "$chart_python" scripts/validate-chart.py --self-test
 "$chart_python" scripts/validate-chart.py
 
+# Shell scripts: shellcheck (sourced helpers followed with -x), then the scripts' own tests, which
+# need no cluster or Docker: --help, fail-fast without docker/k3d/kubectl/helm, netem detection,
+# results JSON -> CSV, the whole k3d-up/experiment flow against stand-in tools, the k3d manifests
+# against the CRDs and Kubernetes' schemas, and the Dockerfile (hadolint from the chart venv, stages,
+# USER, EXPOSE, COPY sources).
+log "shellcheck scripts/*.sh scripts/lib/*.sh"
+shellcheck -x scripts/*.sh scripts/lib/*.sh
+log "script tests: python3 -m unittest discover -s scripts/tests"
+"$chart_python" -m unittest discover -s scripts/tests -v
+if [[ -f scripts/check-observability.sh ]]; then
+    log "observability: scripts/check-observability.sh"
+    bash scripts/check-observability.sh
+fi
+
 # Test output is also kept to add up the per-binary "test result:" lines at the end.
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
