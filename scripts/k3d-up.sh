@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/lab.sh"
 
 usage() {
     cat <<USAGE
-Usage: scripts/k3d-up.sh [--with-kaspad N] [--sensors N] [--no-build] [-h|--help]
+Usage: scripts/k3d-up.sh [--with-kaspad N] [--with-monitoring] [--sensors N] [--no-build] [-h|--help]
 
 Builds the images (Dockerfile targets sensor and operator), creates the k3d cluster of
 k3d/cluster.yaml ($K3D_CLUSTER; kept if it exists), imports the images into it (no registry),
@@ -24,6 +24,10 @@ until both are Ready. Idempotent: run it again after a code change to rebuild an
                     sensors classify real peers; builds the kaspad image first (cargo install
                     kaspad: slow, ~35 min cold on 2 cores; cached by BuildKit afterwards);
                     without it, kaspad peers of an earlier run are removed
+  --with-monitoring also install Prometheus and Grafana (kube-prometheus-stack from the
+                    prometheus-community Helm repository: needs internet), scraping the operator
+                    and the sensor pods, with the dashboards of dashboards/ loaded; then
+                    kubectl -n monitoring port-forward svc/monitoring-grafana 3000:80
   --sensors N       sensors in the fleet (default 2)
   --no-build        use the images already built (p2p-sensor:$P2P_IMAGE_TAG, p2p-sensor-operator:$P2P_IMAGE_TAG)
 
@@ -35,6 +39,7 @@ USAGE
 }
 
 kaspad=0
+monitoring=0
 sensors=2
 build=1
 while (($# > 0)); do
@@ -58,6 +63,7 @@ while (($# > 0)); do
             shift 2
             ;;
         --no-build) build=0; shift ;;
+        --with-monitoring) monitoring=1; shift ;;
         *) usage >&2; die "$EXIT_USAGE" "unknown argument: $1" ;;
     esac
 done
@@ -96,6 +102,13 @@ k3d kubeconfig merge "$K3D_CLUSTER" --kubeconfig-merge-default --kubeconfig-swit
 log "importing ${images[*]} into $K3D_CLUSTER"
 k3d image import --cluster "$K3D_CLUSTER" "${images[@]}"
 
+service_monitor=false
+if ((monitoring)); then
+    service_monitor=true
+    log "installing Prometheus and Grafana (kube-prometheus-stack, namespace monitoring) and the dashboards"
+    lab_monitoring
+fi
+
 log "installing the CRDs and the chart (release p2p-sensor-operator, namespace $P2P_OPERATOR_NAMESPACE)"
 # Helm installs crds/ only once; applying them keeps them current on a re-run.
 kc apply -f "$REPO_ROOT/crds/"
@@ -103,6 +116,7 @@ hc upgrade --install p2p-sensor-operator "$REPO_ROOT/charts/p2p-sensor-operator"
     --namespace "$P2P_OPERATOR_NAMESPACE" --create-namespace \
     --set image.tag="$P2P_IMAGE_TAG" --set sensorImage.tag="$P2P_IMAGE_TAG" \
     --set image.pullPolicy=IfNotPresent \
+    --set serviceMonitor.enabled="$service_monitor" \
     --wait --timeout 5m
 # Same tag, new build: restart so that the pods run the image just imported.
 if ((build)); then

@@ -62,3 +62,23 @@ lab_wait_ready() {
         die "$EXIT_FAILED" "not Ready within $P2P_WAIT_TIMEOUT: see the conditions (kubectl describe sensorfleet devnet -n $P2P_NAMESPACE) and README, Troubleshooting"
     fi
 }
+
+# lab_monitoring: Prometheus and Grafana (kube-prometheus-stack, release "monitoring" in namespace
+# "monitoring", from the prometheus-community Helm repository: needs internet), scraping the
+# operator (the chart's ServiceMonitor) and the sensor pods (dashboards/podmonitor.yaml), with the
+# dashboards of dashboards/*.json loaded by Grafana's sidecar (ConfigMap label grafana_dashboard=1).
+lab_monitoring() {
+    local ns=monitoring files=()
+    hc repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
+    # Selectors left open: every ServiceMonitor and PodMonitor in the cluster is scraped.
+    hc upgrade --install monitoring prometheus-community/kube-prometheus-stack \
+        --namespace "$ns" --create-namespace \
+        --set prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues=false \
+        --set prometheus.prometheusSpec.serviceMonitorSelectorNilUsesHelmValues=false \
+        --set grafana.sidecar.dashboards.enabled=true --set grafana.sidecar.dashboards.label=grafana_dashboard \
+        --wait --timeout 10m
+    kc apply -n "$ns" -f "$REPO_ROOT/dashboards/podmonitor.yaml"
+    for f in "$REPO_ROOT"/dashboards/*.json; do files+=("--from-file=$f"); done
+    kc create configmap p2p-sensor-dashboards -n "$ns" "${files[@]}" --dry-run=client -o yaml |
+        kc label --local -f - grafana_dashboard=1 -o yaml | kc apply -n "$ns" -f -
+}

@@ -103,6 +103,32 @@ class Flows(unittest.TestCase):
         self.assertNotIn("docker build", calls)
         self.assertIn("k3d image import --cluster p2p-sensor p2p-sensor:0.1.0 p2p-sensor-operator:0.1.0\n", calls)
 
+    def test_k3d_up_with_monitoring(self):
+        proc, calls = self.run_script("scripts/k3d-up.sh", "--no-build", "--with-monitoring", STUB_CLUSTER_EXISTS="1")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        lines = self.commands(calls)
+        order = [
+            "repo add prometheus-community https://prometheus-community.github.io/helm-charts",
+            "upgrade --install monitoring prometheus-community/kube-prometheus-stack --namespace monitoring",
+            "apply -n monitoring -f " + str(REPO / "dashboards/podmonitor.yaml"),
+            "create configmap p2p-sensor-dashboards -n monitoring --from-file=" + str(REPO / "dashboards"),
+            "label --local -f - grafana_dashboard=1",
+            "upgrade --install p2p-sensor-operator",
+        ]
+        positions = [self.index(lines, needle) for needle in order]
+        self.assertEqual(positions, sorted(positions), "steps out of order:\n" + "\n".join(lines))
+        dashboards = sorted(p.name for p in (REPO / "dashboards").glob("*.json"))
+        configmap = lines[self.index(lines, "create configmap p2p-sensor-dashboards")]
+        self.assertEqual(sorted(Path(f.split("=", 1)[1]).name for f in configmap.split() if f.startswith("--from-file=")),
+                         dashboards, "every dashboard is loaded")
+        self.assertIn("--set serviceMonitor.enabled=true", lines[self.index(lines, "upgrade --install p2p-sensor-operator")])
+
+    def test_k3d_up_without_monitoring_installs_none(self):
+        proc, calls = self.run_script("scripts/k3d-up.sh", "--no-build", STUB_CLUSTER_EXISTS="1")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertNotIn("kube-prometheus-stack", calls)
+        self.assertIn("--set serviceMonitor.enabled=false", calls)
+
     def test_k3d_down(self):
         proc, calls = self.run_script("scripts/k3d-down.sh")
         self.assertEqual(proc.returncode, 0, proc.stderr)
