@@ -56,6 +56,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub punch: PunchConfig,
     pub crawl: CrawlConfig,
+    pub export: ExportConfig,
 }
 
 /// `[listen]`: the inbound P2P listener and its admission limits.
@@ -175,6 +176,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             punch: PunchConfig::default(),
             crawl: CrawlConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -378,6 +380,16 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("crawl.min_revisit_secs", Kind::Int, "sensor crawl continuous mode: earliest revisit of a node (also of a node that was down), seconds; 1..=604800"),
     ("crawl.max_revisit_secs", Kind::Int, "sensor crawl continuous mode: latest revisit (1.2 x uptime clamped to min..max), seconds; 1..=604800, >= crawl.min_revisit_secs"),
     ("crawl.allow_private_targets", Kind::Bool, "sensor crawl lab mode: also visit private, loopback, CGNAT and documentation addresses; true or false"),
+    ("export.sink", Kind::Str, "sensor listen: where stored events are exported: none, ndjson (a file or stdout) or http (a webhook); postgres is not available in this build yet"),
+    ("export.endpoint", Kind::Str, "ndjson: a file path, or - for stdout; http: an http:// or https:// URL; required unless export.sink is none"),
+    ("export.batch_size", Kind::Int, "events per export batch at most; 1..=10000"),
+    ("export.interval_ms", Kind::Int, "pause between polls of the store once the export backlog is empty, milliseconds; 100..=600000"),
+    ("export.timeout_ms", Kind::Int, "bound of one delivery to the sink (http: connect, request and response), milliseconds; 100..=120000"),
+    ("export.bearer_token_file", Kind::Str, "http: file holding the bearer token sent as Authorization: Bearer; read at start-up, never logged; \"\" = none"),
+    ("export.bearer_token_env", Kind::Str, "http: name of an environment variable holding the bearer token (not the token itself); \"\" = none"),
+    ("export.hmac_secret_file", Kind::Str, "http: file holding the HMAC-SHA256 secret that signs each body (X-Signature-256: sha256=HEX); read at start-up, never logged; \"\" = none"),
+    ("export.hmac_secret_env", Kind::Str, "http: name of an environment variable holding the HMAC secret (not the secret itself); \"\" = none"),
+    ("export.gzip", Kind::Bool, "http: gzip request bodies (Content-Encoding: gzip); true or false"),
 ];
 
 /// The environment variable of a dotted key: `listen.address` → `SENSOR_LISTEN_ADDRESS`.
@@ -524,7 +536,8 @@ impl Config {
         self.report.validate(range::<u64>)?;
         self.relay.validate(range::<u64>)?;
         self.punch.validate(range::<u64>)?;
-        self.crawl.validate(range::<u64>)
+        self.crawl.validate(range::<u64>)?;
+        self.export.validate(range::<u64>)
     }
 
     /// A commented `sensor.toml`: every key with its default value, preceded by a one-line
@@ -742,9 +755,11 @@ fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Pa
 }
 
 mod crawl;
+mod export;
 mod p2p;
 
 pub use crawl::CrawlConfig;
+pub use export::{ExportConfig, ExportCredentials, SINK_HTTP, SINK_NDJSON, SINK_NONE, SINK_POSTGRES, Secret};
 pub use p2p::{
     DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RATE_PER_IP, RATE_PER_PEER, RelayConfig, RelayListen,
     check_external_address, check_punch_relay,

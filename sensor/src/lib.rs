@@ -10,6 +10,7 @@ pub mod context;
 pub mod crawl;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod http;
 pub mod kaspa;
 pub mod listen;

@@ -395,6 +395,69 @@ impl ReachabilityMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// `ndjson` | `http`.
+    pub sink: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkFailureLabels {
+    pub sink: &'static str,
+    /// `timeout` | `connect` | `status_5xx` | `status_4xx` | `io` | `other`.
+    pub kind: &'static str,
+}
+
+/// The export pipeline's metrics (`sensor listen` with `export.sink` set); cheap handles that
+/// share state.
+#[derive(Debug, Clone)]
+pub struct ExportMetrics {
+    sink: &'static str,
+    /// `sensor_export_events_total{sink}`: events the sink acknowledged (a resent batch counts
+    /// again).
+    pub events: Family<SinkLabels, Counter>,
+    /// `sensor_export_failures_total{sink,kind}`: failed deliveries (each is retried).
+    pub failures: Family<SinkFailureLabels, Counter>,
+    /// `sensor_export_backlog_events`: stored events after the sink's cursor.
+    pub backlog_events: Gauge,
+    /// `sensor_export_lag_seconds`: age of the oldest event not exported yet; 0 when none.
+    pub lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ExportMetrics {
+    /// Registers the metrics under `registry` as `sensor_export_*` for `sink`, with every
+    /// failure `kinds` label pre-created.
+    pub fn register(registry: &mut Registry, sink: &'static str, kinds: &[&'static str]) -> ExportMetrics {
+        let m = ExportMetrics {
+            sink,
+            events: Family::default(),
+            failures: Family::default(),
+            backlog_events: Gauge::default(),
+            lag_seconds: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sensor_export");
+        r.register("events", "Events acknowledged by the export sink", m.events.clone());
+        r.register("failures", "Failed export deliveries (retried), by kind", m.failures.clone());
+        r.register("backlog_events", "Stored events not exported yet", m.backlog_events.clone());
+        r.register("lag_seconds", "Age of the oldest event not exported yet (0: none)", m.lag_seconds.clone());
+        let _ = m.events.get_or_create(&SinkLabels { sink });
+        for &kind in kinds {
+            let _ = m.failures.get_or_create(&SinkFailureLabels { sink, kind });
+        }
+        m
+    }
+
+    /// Counts `n` acknowledged events.
+    pub fn exported(&self, n: u64) {
+        self.events.get_or_create(&SinkLabels { sink: self.sink }).inc_by(n);
+    }
+
+    /// Counts one failed delivery of `kind`.
+    pub fn failure(&self, kind: &'static str) {
+        self.failures.get_or_create(&SinkFailureLabels { sink: self.sink, kind }).inc();
+    }
+}
+
 /// Renders the registry in the OpenMetrics text format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();

@@ -61,6 +61,7 @@ fn sensor_registry() -> Registry {
     let _reachability = ReachabilityMetrics::register(&mut registry, &Reachability::ALL.map(Reachability::as_str));
     let _relay = RelayMetrics::register(&mut registry);
     let _crawl = sensor::crawl::register_metrics(&mut registry);
+    let _export = sensor::metrics::ExportMetrics::register(&mut registry, "http", &sensor::export::failure_kinds());
     registry
 }
 

@@ -714,3 +714,91 @@ fn the_readme_documents_every_key() {
         .collect();
     assert!(missing.is_empty(), "keys missing from README.md: {missing:?}");
 }
+
+#[test]
+fn export_defaults_and_layering() {
+    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
+    assert!(!config.export.enabled());
+    assert_eq!(config.export.batch_size, 500);
+    assert_eq!(config.export.interval_ms, 1000);
+    assert_eq!(config.export.timeout_ms, 10_000);
+    assert!(config.export.gzip);
+    let file = "[export]\nsink = \"http\"\nendpoint = \"https://example.invalid/hook\"\nbatch_size = 100\n";
+    let vars = [("SENSOR_EXPORT_BATCH_SIZE", "200"), ("SENSOR_EXPORT_GZIP", "false")];
+    let (config, _) = load(Some(file), &vars, &CliOverrides::default()).unwrap();
+    assert!(config.export.enabled());
+    assert_eq!(config.export.sink, "http");
+    assert_eq!(config.export.batch_size, 200);
+    assert!(!config.export.gzip);
+}
+
+#[test]
+fn export_validation_errors_name_the_key() {
+    let cli = CliOverrides::default();
+    let cases: &[(&str, &str, &str)] = &[
+        ("sink = \"postgres\"\nendpoint = \"postgres://x\"", "export.sink", "not available in this build yet"),
+        ("sink = \"kafka\"", "export.sink", "must be none, ndjson or http"),
+        ("sink = \"ndjson\"", "export.endpoint", "file path or -"),
+        ("sink = \"http\"\nendpoint = \"ftp://host/x\"", "export.endpoint", "http:// or https://"),
+        ("sink = \"http\"", "export.endpoint", "http:// or https://"),
+        ("batch_size = 0", "export.batch_size", "between 1 and 10000"),
+        ("batch_size = 10001", "export.batch_size", "between 1 and 10000"),
+        ("interval_ms = 99", "export.interval_ms", "between 100 and 600000"),
+        ("interval_ms = 600001", "export.interval_ms", "between 100 and 600000"),
+        ("timeout_ms = 99", "export.timeout_ms", "between 100 and 120000"),
+        ("timeout_ms = 120001", "export.timeout_ms", "between 100 and 120000"),
+        ("bearer_token_file = \"/t\"\nbearer_token_env = \"TOK\"", "export.bearer_token_env", "not both"),
+        ("hmac_secret_file = \"/t\"\nhmac_secret_env = \"SEC\"", "export.hmac_secret_env", "not both"),
+        ("hmac_secret_env = \"NOT A NAME\"", "export.hmac_secret_env", "not an environment variable name"),
+    ];
+    for (body, key, reason_part) in cases {
+        let (k, reason) = err_key(load(Some(&format!("[export]\n{body}\n")), &[], &cli));
+        assert_eq!(k, *key, "{body}: {reason}");
+        assert!(reason.contains(reason_part), "{body}: {reason}");
+    }
+    let (k, _) = err_key(load(None, &[("SENSOR_EXPORT_GZIP", "maybe")], &cli));
+    assert_eq!(k, "SENSOR_EXPORT_GZIP");
+}
+
+#[test]
+fn export_credentials_are_read_from_files_and_env_and_errors_name_the_key() {
+    let token = write("tok-secret\n");
+    let mut export = ExportConfig {
+        bearer_token_file: Some(token.path().to_owned()),
+        hmac_secret_env: "EXPORT_TEST_HMAC".into(),
+        ..ExportConfig::default()
+    };
+    let env_with = |name: &str| (name == "EXPORT_TEST_HMAC").then(|| "hmac-secret".to_owned());
+    let creds = export.credentials(env_with).unwrap();
+    assert_eq!(creds.bearer_token.as_ref().map(Secret::expose), Some("tok-secret"));
+    assert_eq!(creds.hmac_secret.as_ref().map(Secret::expose), Some("hmac-secret"));
+    let debug = format!("{creds:?}");
+    assert!(!debug.contains("tok-secret") && !debug.contains("hmac-secret"), "{debug}");
+
+    let no_env = |_: &str| None;
+    match export.credentials(no_env) {
+        Err(SensorError::Config { key, reason }) => {
+            assert_eq!(key, "export.hmac_secret_env");
+            assert!(reason.contains("EXPORT_TEST_HMAC is not set"), "{reason}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    export.bearer_token_file = Some(PathBuf::from("/nonexistent/export-token"));
+    match export.credentials(env_with) {
+        Err(SensorError::Config { key, reason }) => {
+            assert_eq!(key, "export.bearer_token_file");
+            assert!(reason.contains("/nonexistent/export-token"), "{reason}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let empty = write("\n");
+    export.bearer_token_file = Some(empty.path().to_owned());
+    match export.credentials(env_with) {
+        Err(SensorError::Config { key, reason }) => {
+            assert_eq!(key, "export.bearer_token_file");
+            assert!(reason.contains("empty"), "{reason}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    assert_eq!(ExportConfig::default().credentials(no_env).unwrap(), ExportCredentials::default());
+}

@@ -1,13 +1,15 @@
 //! `sensor listen`: the main job. Wires identity, storage, metrics, the classifier and
 //! kaspa-p2p-lib's server together, and tears them down in order on SIGTERM/SIGINT.
 //!
-//! Start-up order: data dir + peer id → SQLite store → bind checks (P2P port, metrics port;
+//! Start-up order: export credentials → data dir + peer id → SQLite store → exporter (when
+//! `export.sink` is not `none`) → bind checks (P2P port, metrics port;
 //! failure exits non-zero with the address and the OS error) → metrics/health server →
 //! classifier → P2P server ([`server`], on the listener bound above) → `/readyz` 200 → reporter
 //! (when `report.endpoint` is set).
 //! Shutdown order: `/readyz` 503 → refuse new peers → close held peers → let running probes
 //! finish within `listen.shutdown_grace_ms` (the rest are recorded `unknown/shutting_down`) →
-//! flush storage → final report (≤ `report.timeout_ms`) → exit 0.
+//! flush storage → exporter drains what it can (≤ `listen.shutdown_grace_ms`; the rest is
+//! exported after the restart) → final report (≤ `report.timeout_ms`) → exit 0.
 
 pub mod admission;
 pub mod connection;
@@ -34,9 +36,10 @@ use crate::{
     config::Config,
     context::Context,
     error::{Result, SensorError},
+    export::{self, ExportSettings, Exporter},
     http,
     kaspa::{identity, version::LocalVersion},
-    metrics::Metrics,
+    metrics::{ExportMetrics, Metrics},
     report::{Reporter, ReporterSettings},
     store::{Store, StoreOptions},
 };
@@ -51,6 +54,7 @@ pub struct Sensor {
     classifier_task: tokio::task::JoinHandle<()>,
     http_task: tokio::task::JoinHandle<()>,
     reporter: Option<Reporter>,
+    exporter: Option<Exporter>,
     grace: Duration,
     /// The P2P address actually listened on.
     pub p2p_address: SocketAddr,
@@ -70,8 +74,13 @@ impl Sensor {
     pub async fn start(config: &Config) -> Result<Self> {
         let p2p_address = config.listen_address();
         let report = ReporterSettings::from_config(config)?;
+        // Secrets are read once, before anything starts: a missing one is a config error.
+        let credentials = config.export.credentials(|name| std::env::var(name).ok())?;
+        let sink = export::sink_from_config(config, credentials)?;
         let id = identity::load_or_create(&config.data_dir)?;
-        let (metrics, registry) = Metrics::new();
+        let (metrics, mut registry) = Metrics::new();
+        let export_metrics =
+            sink.as_ref().map(|s| ExportMetrics::register(&mut registry, s.name(), &export::failure_kinds()));
         let store = Store::open(
             &config.database_path(),
             StoreOptions {
@@ -82,6 +91,14 @@ impl Sensor {
             },
             metrics.clone(),
         )?;
+        // The exporter reads what the store commits, on its own connection; dropping it (a
+        // failed start below) stops its loop.
+        let exporter = match (sink, export_metrics) {
+            (Some(sink), Some(m)) => {
+                Some(Exporter::start(&config.database_path(), sink, ExportSettings::from_config(config), m).await?)
+            }
+            _ => None,
+        };
         let p2p_listener = server::bind(p2p_address).await?;
         let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
             SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
@@ -153,6 +170,7 @@ impl Sensor {
             classifier_task,
             http_task,
             reporter,
+            exporter,
             grace,
             p2p_address,
             metrics_address,
@@ -181,6 +199,10 @@ impl Sensor {
         let flushed = tokio::task::spawn_blocking(move || ctx.store.flush())
             .await
             .map_err(|_| SensorError::StorageUnavailable("flush task failed"))?;
+        if let Some(exporter) = self.exporter {
+            let cursor = exporter.shutdown(self.grace).await;
+            tracing::info!(last_event_id = ?cursor.event_id, "exporter stopped");
+        }
         if let Some(reporter) = self.reporter {
             reporter.shutdown().await;
         }

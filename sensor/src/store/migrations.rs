@@ -182,6 +182,23 @@ ALTER TABLE punch_attempts ADD COLUMN kaspa_network      TEXT;    -- the node's 
 ALTER TABLE punch_attempts ADD COLUMN kaspa_error        TEXT;    -- why the handshake failed
 "#,
     },
+    Migration {
+        version: 5,
+        name: "export cursors",
+        sql: r#"
+-- The export pipeline (export/): one row per sink, the position of the last event the sink
+-- acknowledged. Events after it are the backlog; it is only advanced after an acknowledgement.
+-- `last_rowid` is the events table's rowid of that event: rows are read in rowid (commit) order,
+-- so an event committed late (a smaller UUID v7 minted earlier on another task) is never
+-- skipped. Events are never deleted and the database is never VACUUMed, so rowids only grow.
+CREATE TABLE export_cursor (
+    sink          TEXT PRIMARY KEY NOT NULL, -- 'ndjson' | 'http' | ...
+    last_event_id TEXT,                      -- UUID v7 of the last acknowledged event
+    updated_at    TEXT,                      -- RFC 3339 UTC, fixed width (9 fraction digits)
+    last_rowid    INTEGER NOT NULL DEFAULT 0 -- events.rowid of last_event_id
+);
+"#,
+    },
 ];
 
 /// The schema version this build writes and reads.

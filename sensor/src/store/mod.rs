@@ -5,7 +5,8 @@
 //!   retries and shutdown). The returned [`Ack`] resolves once the event's transaction committed
 //!   (`synchronous=FULL`, so it survives a crash or power loss).
 //! * [`Reader`] is the read side for reports (`sensor peers`) and tests.
-//! * [`migrations`] holds the schema (tables `events`, `peers` and `punch_attempts`) and the
+//! * [`migrations`] holds the schema (tables `events`, `peers`, `punch_attempts`, the crawl tables
+//!   and `export_cursor`, the export pipeline's per-sink position) and the
 //!   connection settings.
 //! * [`punch`]: `sensor punch`'s attempts ([`Store::record_punch`], [`Reader::punch_attempts`],
 //!   [`Reader::punch_summary`]).

@@ -35,8 +35,9 @@ pub struct PeerRow {
     pub probe_target: Option<String>,
 }
 
-/// One stored event (table `events`), column for column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stored event (table `events`), column for column. Serializes as a JSON object whose field
+/// names are the column names (the export format).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EventRow {
     pub event_id: String,
     pub timestamp: String,
@@ -91,7 +92,7 @@ pub struct EventCounts {
     pub verdicts_by_classification: Vec<(String, u64)>,
 }
 
-const EVENT_COLUMNS: &str = "event_id, timestamp, sensor_id, kind, result, direction, peer_ip, \
+pub(crate) const EVENT_COLUMNS: &str = "event_id, timestamp, sensor_id, kind, result, direction, peer_ip, \
     peer_port, peer_id, protocol_version, user_agent, network, advertised_address, probe_target, \
     classification, reason, probe_duration_ms, probe_attempts, probe_error";
 
@@ -289,7 +290,7 @@ fn add(list: &mut Vec<(String, u64)>, name: String, n: u64) {
     }
 }
 
-fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         event_id: r.get(0)?,
         timestamp: r.get(1)?,
