@@ -19,6 +19,26 @@ struct AppState {
     ready: Arc<AtomicBool>,
 }
 
+/// Binds the metrics/health port `address` (`metrics.listen`).
+///
+/// Errors: [`SensorError::Bind`] (`what` = "metrics/health listener") when the port is taken or
+/// the address is not local.
+pub async fn bind(address: std::net::SocketAddr) -> crate::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|source| crate::SensorError::Bind {
+        what: "metrics/health listener",
+        address,
+        source,
+    })
+}
+
+/// Waits up to 2 s for the server task of [`serve`] to finish after its shutdown signal, then
+/// aborts it.
+pub async fn stop(mut task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut task).await.is_err() {
+        task.abort();
+    }
+}
+
 /// Serves until `shutdown` turns true. Errors of individual connections are axum's to log.
 pub async fn serve(
     listener: tokio::net::TcpListener,

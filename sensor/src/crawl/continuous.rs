@@ -23,7 +23,7 @@ use tokio::{sync::watch, time::Instant};
 use super::{CrawlCommand, blocking, collect_seeds, progress::Progress, register_metrics, round};
 use crate::{
     config::Config,
-    error::{Result, SensorError},
+    error::Result,
     http,
     metrics::Metrics,
     report::{Reporter, ReporterSettings, Source},
@@ -35,8 +35,8 @@ use crate::{
 /// that cannot be read this round (an unreadable seed store) are logged and the round goes on
 /// with the rest.
 ///
-/// Errors: [`SensorError::Bind`] when `metrics.listen` cannot be bound, [`SensorError::Config`]
-/// for an unusable `report.endpoint`, [`SensorError::Storage`] when the crawl database cannot be
+/// Errors: [`crate::SensorError::Bind`] when `metrics.listen` cannot be bound, [`crate::SensorError::Config`]
+/// for an unusable `report.endpoint`, [`crate::SensorError::Storage`] when the crawl database cannot be
 /// opened.
 pub async fn run(config: &Config, cmd: CrawlCommand) -> Result<()> {
     let interval = cmd.interval.unwrap_or(Duration::from_secs(600));
@@ -46,9 +46,7 @@ pub async fn run(config: &Config, cmd: CrawlCommand) -> Result<()> {
     let db = cmd.database.clone();
     blocking(move || open_migrated(&db).map(drop)).await?;
 
-    let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
-        SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
-    })?;
+    let http_listener = http::bind(config.metrics.listen).await?;
     let ready = Arc::new(AtomicBool::new(true));
     let (http_shutdown, http_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(http_listener, Arc::new(registry), ready, http_rx));
@@ -109,10 +107,7 @@ pub async fn run(config: &Config, cmd: CrawlCommand) -> Result<()> {
         reporter.shutdown().await;
     }
     let _ = http_shutdown.send(true);
-    let mut http = http_task;
-    if tokio::time::timeout(Duration::from_secs(2), &mut http).await.is_err() {
-        http.abort();
-    }
+    http::stop(http_task).await;
     tracing::info!("continuous crawl stopped");
     result
 }

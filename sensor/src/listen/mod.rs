@@ -100,9 +100,7 @@ impl Sensor {
             _ => None,
         };
         let p2p_listener = server::bind(p2p_address).await?;
-        let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
-            SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
-        })?;
+        let http_listener = http::bind(config.metrics.listen).await?;
         let metrics_address = http_listener.local_addr().map_err(|e| SensorError::io("metrics listener address", e))?;
         let ready = Arc::new(AtomicBool::new(false));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

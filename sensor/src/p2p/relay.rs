@@ -97,9 +97,7 @@ impl RelayServer {
         let reachability_metrics =
             ReachabilityMetrics::register(&mut registry, &Reachability::ALL.map(Reachability::as_str));
         reachability_metrics.set(Reachability::Unknown.as_str());
-        let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
-            SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
-        })?;
+        let http_listener = http::bind(config.metrics.listen).await?;
         let metrics_address = http_listener.local_addr().map_err(|e| SensorError::io("metrics listener address", e))?;
 
         let mut swarm = swarm::build(key, &config.relay)?;

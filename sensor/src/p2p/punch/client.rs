@@ -129,9 +129,7 @@ impl PunchClient {
             ..StoreOptions::default()
         };
         let store = Store::open(&config.database_path(), options, metrics.clone())?;
-        let http_listener = tokio::net::TcpListener::bind(config.metrics.listen).await.map_err(|source| {
-            SensorError::Bind { what: "metrics/health listener", address: config.metrics.listen, source }
-        })?;
+        let http_listener = http::bind(config.metrics.listen).await?;
         let metrics_address = http_listener.local_addr().map_err(|e| SensorError::io("metrics listener address", e))?;
 
         let mut swarm = swarm::build(key, settings.relay_id)?;
@@ -294,10 +292,7 @@ impl PunchClient {
             reporter.shutdown().await;
         }
         let _ = self.http_shutdown.send(true);
-        let mut http = self.http_task;
-        if tokio::time::timeout(Duration::from_secs(2), &mut http).await.is_err() {
-            http.abort();
-        }
+        http::stop(self.http_task).await;
         tracing::info!("shutdown complete");
         Ok(())
     }
