@@ -2,7 +2,8 @@
 # Installs what building and testing this workspace needs, and nothing that is already there:
 #   - Debian packages: protoc (kaspa-p2p-lib's build), clang/libclang (kaspad's RocksDB build),
 #     iproute2/nftables/iptables/conntrack (the network-namespace lab), sqlite3, curl, python3-venv,
-#     the shell linter shellcheck (scripts/test.sh lints scripts/*.sh with it);
+#     the shell linter shellcheck (scripts/test.sh lints scripts/*.sh with it), and PostgreSQL's
+#     server (the PostgreSQL export sink's tests start throwaway servers of their own on free ports);
 #   - rustup components rustfmt and clippy;
 #   - a Python virtualenv with scripts/requirements-chart.txt (Helm's engine, kubernetes-validate,
 #     jsonschema, CEL) for scripts/validate-chart.py, cached in ~/.cache/p2p-sensor-operator/venv,
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 KASPAD_VERSION="2.1.0"
-DEB_PACKAGES=(protobuf-compiler clang libclang-dev iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv shellcheck)
+DEB_PACKAGES=(protobuf-compiler clang libclang-dev g++ iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv shellcheck postgresql)
 # The chart validation's virtualenv (scripts/test.sh uses the same path).
 CHART_VENV="${P2P_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/venv}"
 CHART_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/requirements-chart.txt"

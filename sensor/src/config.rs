@@ -380,8 +380,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("crawl.min_revisit_secs", Kind::Int, "sensor crawl continuous mode: earliest revisit of a node (also of a node that was down), seconds; 1..=604800"),
     ("crawl.max_revisit_secs", Kind::Int, "sensor crawl continuous mode: latest revisit (1.2 x uptime clamped to min..max), seconds; 1..=604800, >= crawl.min_revisit_secs"),
     ("crawl.allow_private_targets", Kind::Bool, "sensor crawl lab mode: also visit private, loopback, CGNAT and documentation addresses; true or false"),
-    ("export.sink", Kind::Str, "sensor listen: where stored events are exported: none, ndjson (a file or stdout) or http (a webhook); postgres is not available in this build yet"),
-    ("export.endpoint", Kind::Str, "ndjson: a file path, or - for stdout; http: an http:// or https:// URL; required unless export.sink is none"),
+    ("export.sink", Kind::Str, "sensor listen: where stored events are exported: none, ndjson (a file or stdout), http (a webhook) or postgres (a table)"),
+    ("export.endpoint", Kind::Str, "ndjson: a file path, or - for stdout; http: an http:// or https:// URL; postgres: a connection string without a password; required unless export.sink is none"),
     ("export.batch_size", Kind::Int, "events per export batch at most; 1..=10000"),
     ("export.interval_ms", Kind::Int, "pause between polls of the store once the export backlog is empty, milliseconds; 100..=600000"),
     ("export.timeout_ms", Kind::Int, "bound of one delivery to the sink (http: connect, request and response), milliseconds; 100..=120000"),
@@ -390,6 +390,9 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("export.hmac_secret_file", Kind::Str, "http: file holding the HMAC-SHA256 secret that signs each body (X-Signature-256: sha256=HEX); read at start-up, never logged; \"\" = none"),
     ("export.hmac_secret_env", Kind::Str, "http: name of an environment variable holding the HMAC secret (not the secret itself); \"\" = none"),
     ("export.gzip", Kind::Bool, "http: gzip request bodies (Content-Encoding: gzip); true or false"),
+    ("export.password_file", Kind::Str, "postgres: file holding the database password; read at start-up, never logged; \"\" = none"),
+    ("export.password_env", Kind::Str, "postgres: name of an environment variable holding the database password (not the password itself); \"\" = none"),
+    ("export.tls_ca_file", Kind::Str, "https and postgres TLS: PEM file of CA certificates trusted besides the built-in web roots; \"\" = web roots only"),
 ];
 
 /// The environment variable of a dotted key: `listen.address` → `SENSOR_LISTEN_ADDRESS`.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use sensor::config::{ExportCredentials, Secret};
@@ -23,7 +23,7 @@ use sensor::event::{Direction, Event, EventKind};
 use sensor::export::cursor::{Cursor, CursorDb};
 use sensor::export::http::{HttpSettings, HttpSink, signature};
 use sensor::export::ndjson::NdjsonSink;
-use sensor::export::{ExportSettings, Exporter, Sink, failure_kinds};
+use sensor::export::{ExportSettings, Exporter, FailureKind, Sink, failure_kinds};
 use sensor::metrics::{ExportMetrics, Metrics, SinkFailureLabels};
 use sensor::store::{Store, StoreOptions};
 
@@ -79,7 +79,7 @@ impl Received {
 }
 
 /// Reads one HTTP/1.1 request (headers + Content-Length body).
-async fn read_request(stream: &mut TcpStream) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(Vec<(String, String)>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -111,7 +111,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<(Vec<(String, String)>, 
     Some((headers, body))
 }
 
-async fn respond(stream: &mut TcpStream, status: &str) {
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str) {
     let text = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     let _ = stream.write_all(text.as_bytes()).await;
     let _ = stream.shutdown().await;
@@ -177,6 +177,87 @@ fn verify(headers: &[(String, String)], body: &[u8]) -> Result<Vec<String>, Stri
     batch.iter().map(|e| e["event_id"].as_str().map(str::to_owned).ok_or_else(|| "no event_id".to_owned())).collect()
 }
 
+/// A private CA and a `localhost` server certificate it signed: (CA PEM, TLS server config).
+fn tls_server() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert =
+        CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    (ca_cert.pem(), Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_export_verifies_the_server_against_the_configured_ca() {
+    let (ca, server_config) = tls_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Received::default()));
+    let server = tokio::spawn({
+        let received = received.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+        async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                // A client that does not trust us aborts the handshake: nothing to serve.
+                let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                let Some((headers, body)) = read_request(&mut tls).await else { continue };
+                match verify(&headers, &body) {
+                    Ok(ids) => received.lock().unwrap().ids.extend(ids),
+                    Err(why) => received.lock().unwrap().rejected.push(why),
+                }
+                respond(&mut tls, "200 OK").await;
+            }
+        }
+    });
+    let dbdir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dbdir.path().join("s.sqlite"), StoreOptions::default(), Metrics::new().0).unwrap();
+    add(&store, 0, 3);
+    let batch: Vec<_> = CursorDb::open(&dbdir.path().join("s.sqlite"), "http")
+        .unwrap()
+        .batch(&Cursor::default(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event)
+        .collect();
+    let https = |ca_file: Option<std::path::PathBuf>| {
+        HttpSink::new(HttpSettings {
+            endpoint: format!("https://localhost:{port}/hook"),
+            sensor_id: "it-sensor".into(),
+            timeout: Duration::from_secs(10),
+            gzip: true,
+            credentials: ExportCredentials {
+                bearer_token: Some(Secret::new(TOKEN)),
+                hmac_secret: Some(Secret::new(SECRET)),
+                password: None,
+            },
+            tls_ca_file: ca_file,
+        })
+        .unwrap()
+    };
+    let err = https(None).send(&batch).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::Tls, "the web roots do not know the private CA: {err}");
+    https(Some(ca_file)).send(&batch).await.expect("delivery over verified TLS");
+    let r = received.lock().unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    let want: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(r.ids, want, "one delivery, over TLS, with token and signature intact");
+    server.abort();
+}
+
 fn http_sink(addr: SocketAddr) -> Box<dyn Sink> {
     Box::new(
         HttpSink::new(HttpSettings {
@@ -187,7 +268,9 @@ fn http_sink(addr: SocketAddr) -> Box<dyn Sink> {
             credentials: ExportCredentials {
                 bearer_token: Some(Secret::new(TOKEN)),
                 hmac_secret: Some(Secret::new(SECRET)),
+                password: None,
             },
+            tls_ca_file: None,
         })
         .unwrap(),
     )

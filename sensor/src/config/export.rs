@@ -1,5 +1,5 @@
 //! `[export]`: the export pipeline (issue 7) that ships stored events to a sink — an NDJSON
-//! file/stdout or an HTTP webhook (PostgreSQL is a later step). Split from `config.rs`; the
+//! file/stdout, an HTTP webhook or a PostgreSQL table. Split from `config.rs`; the
 //! loading rules live there. Secrets are named here (a file or an environment variable) and read
 //! once at start-up by [`ExportConfig::credentials`]; they never enter [`Config`]'s `Debug`.
 
@@ -11,17 +11,18 @@ pub const SINK_NONE: &str = "none";
 pub const SINK_NDJSON: &str = "ndjson";
 /// `sink = "http"`: JSON batches POSTed to a webhook.
 pub const SINK_HTTP: &str = "http";
-/// `sink = "postgres"`: planned (issue 7), refused by this build.
+/// `sink = "postgres"`: rows of a PostgreSQL table whose schema the sensor migrates.
 pub const SINK_POSTGRES: &str = "postgres";
 
 /// `[export]`: which sink receives the stored events, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
-    /// `none` (default) | `ndjson` | `http` (`SENSOR_EXPORT_SINK`).
+    /// `none` (default) | `ndjson` | `http` | `postgres` (`SENSOR_EXPORT_SINK`).
     pub sink: String,
-    /// ndjson: a file path, or `-` for stdout; http: an `http://` or `https://` URL. Required
-    /// when `sink` is not `none`.
+    /// ndjson: a file path, or `-` for stdout; http: an `http://` or `https://` URL; postgres: a
+    /// libpq connection string (`postgres://user@host:5432/db?sslmode=require` or
+    /// `host=… user=… dbname=…`) without a password. Required when `sink` is not `none`.
     pub endpoint: String,
     /// Events per batch at most, 1..=10000. Default 500.
     pub batch_size: usize,
@@ -43,6 +44,15 @@ pub struct ExportConfig {
     pub hmac_secret_env: String,
     /// http: gzip the request body (`Content-Encoding: gzip`). Default true.
     pub gzip: bool,
+    /// postgres: file holding the database password; `None`/`""` = none.
+    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
+    pub password_file: Option<PathBuf>,
+    /// postgres: name of an environment variable holding the database password; `""` = none.
+    pub password_env: String,
+    /// https and postgres TLS: a PEM file of CA certificates trusted in addition to the
+    /// built-in web roots (webpki-roots); `None`/`""` = the web roots only.
+    #[serde(serialize_with = "ser_opt_path", deserialize_with = "de_opt_path")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for ExportConfig {
@@ -58,6 +68,9 @@ impl Default for ExportConfig {
             hmac_secret_file: None,
             hmac_secret_env: String::new(),
             gzip: true,
+            password_file: None,
+            password_env: String::new(),
+            tls_ca_file: None,
         }
     }
 }
@@ -88,6 +101,8 @@ impl std::fmt::Debug for Secret {
 pub struct ExportCredentials {
     pub bearer_token: Option<Secret>,
     pub hmac_secret: Option<Secret>,
+    /// postgres: the database password.
+    pub password: Option<Secret>,
 }
 
 impl ExportConfig {
@@ -105,6 +120,7 @@ impl ExportConfig {
         for (file_key, file, env_key, env) in [
             ("export.bearer_token_file", &self.bearer_token_file, "export.bearer_token_env", &self.bearer_token_env),
             ("export.hmac_secret_file", &self.hmac_secret_file, "export.hmac_secret_env", &self.hmac_secret_env),
+            ("export.password_file", &self.password_file, "export.password_env", &self.password_env),
         ] {
             if file.is_some() && !env.trim().is_empty() {
                 return Err(config_err(env_key, format!("set either {file_key} or {env_key}, not both")));
@@ -134,10 +150,8 @@ impl ExportConfig {
                     Err(config_err("export.endpoint", reason))
                 }
             }
-            SINK_POSTGRES => {
-                Err(config_err("export.sink", "postgres is not available in this build yet; use ndjson, http or none"))
-            }
-            other => Err(config_err("export.sink", format!("must be none, ndjson or http, got {other:?}"))),
+            SINK_POSTGRES => validate_postgres_endpoint(endpoint),
+            other => Err(config_err("export.sink", format!("must be none, ndjson, http or postgres, got {other:?}"))),
         }
     }
 
@@ -179,6 +193,34 @@ impl ExportConfig {
                 "export.hmac_secret_env",
                 &self.hmac_secret_env,
             )?,
+            password: read("export.password_file", &self.password_file, "export.password_env", &self.password_env)?,
         })
     }
+}
+
+/// A PostgreSQL endpoint must parse as a libpq connection string (tokio-postgres's
+/// `Config::from_str`: URI or `key=value` form), name at least one host and carry no password:
+/// secrets belong in `export.password_file` / `export.password_env`, never in the config file.
+fn validate_postgres_endpoint(endpoint: &str) -> Result<()> {
+    if endpoint.is_empty() {
+        return Err(config_err(
+            "export.endpoint",
+            "must be a PostgreSQL connection string (postgres://user@host:5432/db) when export.sink is postgres",
+        ));
+    }
+    // tokio-postgres's parse error names the offending key, not its value; the endpoint itself
+    // is not echoed because a malformed one may still hold a password.
+    let parsed: tokio_postgres::Config = endpoint
+        .parse()
+        .map_err(|e| config_err("export.endpoint", format!("not a PostgreSQL connection string: {e}")))?;
+    if parsed.get_hosts().is_empty() {
+        return Err(config_err("export.endpoint", "the PostgreSQL connection string names no host"));
+    }
+    if parsed.get_password().is_some() {
+        return Err(config_err(
+            "export.endpoint",
+            "holds a password; put it in export.password_file or export.password_env instead",
+        ));
+    }
+    Ok(())
 }

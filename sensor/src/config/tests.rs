@@ -736,8 +736,13 @@ fn export_defaults_and_layering() {
 fn export_validation_errors_name_the_key() {
     let cli = CliOverrides::default();
     let cases: &[(&str, &str, &str)] = &[
-        ("sink = \"postgres\"\nendpoint = \"postgres://x\"", "export.sink", "not available in this build yet"),
-        ("sink = \"kafka\"", "export.sink", "must be none, ndjson or http"),
+        ("sink = \"postgres\"", "export.endpoint", "PostgreSQL connection string"),
+        ("sink = \"postgres\"\nendpoint = \"postgres://u:hunter2@db/x\"", "export.endpoint", "password_file"),
+        ("sink = \"postgres\"\nendpoint = \"host=db password=hunter2\"", "export.endpoint", "password_env"),
+        ("sink = \"postgres\"\nendpoint = \"postgres://db/x?sslmode=maybe\"", "export.endpoint", "not a PostgreSQL"),
+        ("sink = \"postgres\"\nendpoint = \"dbname=x\"", "export.endpoint", "names no host"),
+        ("password_file = \"/p\"\npassword_env = \"PW\"", "export.password_env", "not both"),
+        ("sink = \"kafka\"", "export.sink", "must be none, ndjson, http or postgres"),
         ("sink = \"ndjson\"", "export.endpoint", "file path or -"),
         ("sink = \"http\"\nendpoint = \"ftp://host/x\"", "export.endpoint", "http:// or https://"),
         ("sink = \"http\"", "export.endpoint", "http:// or https://"),
@@ -755,7 +760,13 @@ fn export_validation_errors_name_the_key() {
         let (k, reason) = err_key(load(Some(&format!("[export]\n{body}\n")), &[], &cli));
         assert_eq!(k, *key, "{body}: {reason}");
         assert!(reason.contains(reason_part), "{body}: {reason}");
+        assert!(!reason.contains("hunter2"), "a password is never echoed: {reason}");
     }
+    let file = "[export]\nsink = \"postgres\"\nendpoint = \"postgres://sensor@db:5432/kaspa?sslmode=require\"\n\
+        password_env = \"PGPASSWORD\"\ntls_ca_file = \"/etc/sensor/export/ca.crt\"\n";
+    let (config, _) = load(Some(file), &[], &cli).unwrap();
+    assert_eq!(config.export.sink, "postgres");
+    assert_eq!(config.export.tls_ca_file.as_deref(), Some(std::path::Path::new("/etc/sensor/export/ca.crt")));
     let (k, _) = err_key(load(None, &[("SENSOR_EXPORT_GZIP", "maybe")], &cli));
     assert_eq!(k, "SENSOR_EXPORT_GZIP");
 }
@@ -770,6 +781,7 @@ fn export_credentials_are_read_from_files_and_env_and_errors_name_the_key() {
     };
     let env_with = |name: &str| (name == "EXPORT_TEST_HMAC").then(|| "hmac-secret".to_owned());
     let creds = export.credentials(env_with).unwrap();
+    assert_eq!(creds.password, None);
     assert_eq!(creds.bearer_token.as_ref().map(Secret::expose), Some("tok-secret"));
     assert_eq!(creds.hmac_secret.as_ref().map(Secret::expose), Some("hmac-secret"));
     let debug = format!("{creds:?}");

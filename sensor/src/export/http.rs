@@ -6,8 +6,11 @@
 //! Any 2xx acknowledges the batch. Everything else is a failure the exporter retries with
 //! backoff: 5xx, 408/429 and other 4xx (never dropped — a 4xx streak is logged loudly once),
 //! timeouts (`export.timeout_ms` bounds connect + request + response), refused or reset
-//! connections. Client: hyper-util's pooled client over hyper-rustls (ring, webpki roots) — the
-//! same TLS stack the workspace already builds for kube.
+//! connections, TLS failures (`tls`: handshake, an unverifiable certificate).
+//!
+//! Client: hyper-util's pooled client over hyper-rustls with [`super::tls`]'s configuration
+//! (ring, the web roots plus `export.tls_ca_file`), the same TLS stack the workspace already
+//! builds for kube.
 
 use std::io::Write;
 use std::time::Duration;
@@ -42,6 +45,8 @@ pub struct HttpSettings {
     pub timeout: Duration,
     pub gzip: bool,
     pub credentials: ExportCredentials,
+    /// PEM CA certificates trusted besides the web roots (`export.tls_ca_file`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// See the module docs.
@@ -52,8 +57,9 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    /// Errors: [`SensorError::Config`] (`export.endpoint`) when the URL does not parse;
-    /// [`SensorError::Io`] when the TLS configuration cannot be built.
+    /// Errors: [`SensorError::Config`] (`export.endpoint`) when the URL does not parse,
+    /// (`export.tls_ca_file`) when the CA file is unusable; [`SensorError::Io`] when the TLS
+    /// configuration cannot be built.
     pub fn new(settings: HttpSettings) -> Result<HttpSink> {
         let uri: hyper::Uri = settings.endpoint.parse().map_err(|_| SensorError::Config {
             key: "export.endpoint".into(),
@@ -63,9 +69,9 @@ impl HttpSink {
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.timeout));
         http.set_nodelay(true);
+        let tls = super::tls::client_config(settings.tls_ca_file.as_deref())?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| SensorError::io("building the export TLS configuration", std::io::Error::other(e)))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -154,7 +160,13 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 fn classify_client_error(e: hyper_util::client::legacy::Error) -> SinkError {
-    let kind = if e.is_connect() { FailureKind::Connect } else { FailureKind::Io };
+    let kind = if super::tls::caused_by_tls(&e) {
+        FailureKind::Tls
+    } else if e.is_connect() {
+        FailureKind::Connect
+    } else {
+        FailureKind::Io
+    };
     // The source chain says what happened (refused, reset, closed before the response).
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);

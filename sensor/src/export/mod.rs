@@ -9,11 +9,13 @@
 //! the backlog simply waits in SQLite. Reads and cursor writes run in `spawn_blocking` on the
 //! exporter's own connection, never on the async runtime.
 //!
-//! Sinks: [`ndjson`] (a file or stdout) and [`http`] (a webhook). PostgreSQL is a later step.
+//! Sinks: [`ndjson`] (a file or stdout), [`http`] (a webhook) and [`postgres`] (a table).
 
 pub mod cursor;
 pub mod http;
 pub mod ndjson;
+pub mod postgres;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +28,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use self::cursor::{Cursor, CursorDb, Pending, age_seconds};
-use crate::config::{Config, ExportCredentials, SINK_HTTP, SINK_NDJSON};
+use crate::config::{Config, ExportCredentials, SINK_HTTP, SINK_NDJSON, SINK_POSTGRES};
 use crate::error::{Result, SensorError};
 use crate::metrics::ExportMetrics;
 use crate::store::EventRow;
@@ -39,12 +41,24 @@ pub enum FailureKind {
     Status5xx,
     Status4xx,
     Io,
+    /// The database answered with an error (PostgreSQL: a SQLSTATE).
+    Database,
+    /// TLS failed (handshake, certificate verification).
+    Tls,
     Other,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 6] =
-        [Self::Timeout, Self::Connect, Self::Status5xx, Self::Status4xx, Self::Io, Self::Other];
+    pub const ALL: [FailureKind; 8] = [
+        Self::Timeout,
+        Self::Connect,
+        Self::Status5xx,
+        Self::Status4xx,
+        Self::Io,
+        Self::Database,
+        Self::Tls,
+        Self::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,6 +67,8 @@ impl FailureKind {
             Self::Status5xx => "status_5xx",
             Self::Status4xx => "status_4xx",
             Self::Io => "io",
+            Self::Database => "database",
+            Self::Tls => "tls",
             Self::Other => "other",
         }
     }
@@ -165,7 +181,8 @@ impl ExportSettings {
 
 /// Builds the sink `[export]` names (`None` when `sink = "none"`), with the credentials read at
 /// start-up. Errors: [`SensorError::Io`] when the NDJSON file cannot be opened,
-/// [`SensorError::Config`] for an unusable HTTP endpoint.
+/// [`SensorError::Config`] for an unusable HTTP or PostgreSQL endpoint or CA file. A PostgreSQL
+/// server is not contacted here: an unreachable one is a delivery failure, retried.
 pub fn sink_from_config(config: &Config, credentials: ExportCredentials) -> Result<Option<Box<dyn Sink>>> {
     let e = &config.export;
     Ok(match e.sink.trim() {
@@ -176,6 +193,13 @@ pub fn sink_from_config(config: &Config, credentials: ExportCredentials) -> Resu
             timeout: Duration::from_millis(e.timeout_ms),
             gzip: e.gzip,
             credentials,
+            tls_ca_file: e.tls_ca_file.clone(),
+        })?)),
+        SINK_POSTGRES => Some(Box::new(postgres::PostgresSink::new(postgres::PostgresSettings {
+            endpoint: e.endpoint.trim().to_owned(),
+            timeout: Duration::from_millis(e.timeout_ms),
+            password: credentials.password,
+            tls_ca_file: e.tls_ca_file.clone(),
         })?)),
         _ => None,
     })
@@ -360,6 +384,13 @@ impl Run {
                 self.counted_at = Some(std::time::Instant::now());
             }
             self.metrics.backlog_events.set(count.min(i64::MAX as u64) as i64);
+        } else {
+            // Between counts the backlog is at least the batch in hand (a drained gauge must
+            // not read 0 while a full batch waits for a failing sink).
+            let at_least = batch.len() as i64;
+            if self.metrics.backlog_events.get() < at_least {
+                self.metrics.backlog_events.set(at_least);
+            }
         }
         let lag = batch.first().map(|p| age_seconds(&p.event.timestamp)).unwrap_or(0.0);
         self.metrics.lag_seconds.set(lag);

@@ -130,9 +130,10 @@ fn credentials_debug_is_redacted() {
     let creds = ExportCredentials {
         bearer_token: Some(Secret::new("tok-123-secret")),
         hmac_secret: Some(Secret::new("hmac-456-secret")),
+        password: Some(Secret::new("pw-789-secret")),
     };
     let text = format!("{creds:?}");
-    assert!(!text.contains("tok-123") && !text.contains("hmac-456"), "{text}");
+    assert!(!text.contains("tok-123") && !text.contains("hmac-456") && !text.contains("pw-789"), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
     let settings = http::HttpSettings {
         endpoint: "http://127.0.0.1:9/".into(),
@@ -140,6 +141,7 @@ fn credentials_debug_is_redacted() {
         timeout: Duration::from_secs(1),
         gzip: true,
         credentials: creds,
+        tls_ca_file: None,
     };
     let text = format!("{settings:?}");
     assert!(!text.contains("tok-123") && !text.contains("hmac-456"), "{text}");

@@ -7,6 +7,7 @@ pub mod http;
 pub mod kaspad;
 pub mod natlab;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod punchlab;
 pub mod sensor_process;
