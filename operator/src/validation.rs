@@ -86,6 +86,29 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A DNS-1123 subdomain (names of Secrets and ConfigMaps): at most 253 characters, dot-separated
+/// labels of lowercase letters, digits and `-` that start and end alphanumeric (Kubernetes'
+/// `validation.IsDNS1123Subdomain`, k8s.io/apimachinery/pkg/util/validation).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(label_ok)
+}
+
+/// A key of a Secret or ConfigMap: at most 253 characters of letters, digits, `-`, `_`, `.`, not
+/// `.` and not starting with `..` (Kubernetes' `validation.IsConfigMapKey`).
+pub fn is_config_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+        && !s.starts_with("..")
+}
+
 /// Joins violations into one `InvalidSpec` message (`; `-separated), or `Ok` when there are none.
 pub fn into_result(violations: Vec<String>) -> Result<(), String> {
     if violations.is_empty() { Ok(()) } else { Err(violations.join("; ")) }
@@ -102,6 +125,22 @@ mod tests {
         }
         for bad in ["", "Gi", "10 Gi", "10GB", "-1Gi", "1.Gi", "ten"] {
             assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_subdomains_and_config_keys() {
+        for ok in ["export-creds", "ca.example.com", "a", &"a".repeat(253)] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "Creds", "a..b", ".a", "a.", "-a.b", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        for ok in ["token", "ca.crt", "tls_ca-2.pem", ".hidden", "A"] {
+            assert!(is_config_key(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "..x", "a/b", "a b", &"k".repeat(254)] {
+            assert!(!is_config_key(bad), "{bad}");
         }
     }
 

@@ -103,9 +103,6 @@ fn load_balancer_fleet_keeps_source_ips_and_uses_claims_and_secrets() {
     assert_eq!(claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "5Gi");
     let pod = pod_spec(&c);
     assert_eq!(pod.host_network, None);
-    let credentials = env(pod, "SENSOR_EXPORT_CREDENTIALS").unwrap().value_from.as_ref().unwrap();
-    let secret = credentials.secret_key_ref.as_ref().unwrap();
-    assert_eq!((secret.name.as_str(), secret.key.as_str()), ("sensor-db", "password"));
     assert!(env(pod, "SENSOR_LISTEN_EXTERNAL_ADDRESS").is_none(), "a Static address lives in the file");
     let toml = &c.config_map.data.as_ref().unwrap()["sensor.toml"];
     for line in [
@@ -121,7 +118,8 @@ fn load_balancer_fleet_keeps_source_ips_and_uses_claims_and_secrets() {
     ] {
         assert!(toml.lines().any(|l| l == line), "sensor.toml lacks `{line}`:\n{toml}");
     }
-    assert!(!toml.contains("password"), "no credentials in the ConfigMap");
+    assert!(toml.lines().any(|l| l == "password_file = \"/etc/sensor/export/password\""), "{toml}");
+    assert!(!toml.contains("sensor-db"), "the ConfigMap names files, never the Secrets:\n{toml}");
 }
 
 #[test]
@@ -221,7 +219,7 @@ fn checks_beyond_cel_are_reported() {
     fleet.metadata.name = Some("x".repeat(41));
     fleet.spec.storage.size = Some("5 GB".into());
     fleet.spec.external_address.address = Some("not-an-address".into());
-    fleet.spec.export.as_mut().unwrap().endpoint = "postgres://sensor:hunter2@db/p2p".into();
+    fleet.spec.export.as_mut().unwrap().endpoint = Some("postgres://sensor:hunter2@db/p2p".into());
     let error = validate(&fleet, "img").unwrap_err();
     for part in
         ["metadata.name is 41 characters", "spec.storage.size", "spec.externalAddress.address", "contains a password"]

@@ -46,5 +46,9 @@ fn examples_are_valid_and_build() {
         kinds.push(kind);
     }
     kinds.sort();
-    assert_eq!(kinds, ["RelayNode", "SensorFleet", "SensorFleet"], "a devnet fleet, a mainnet fleet, a relay");
+    assert_eq!(
+        kinds,
+        ["RelayNode", "SensorFleet", "SensorFleet", "SensorFleet"],
+        "a devnet fleet, a mainnet fleet, a fleet exporting to PostgreSQL, a relay"
+    );
 }

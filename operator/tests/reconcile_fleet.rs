@@ -90,6 +90,17 @@ async fn create_applies_every_child_then_writes_status() {
     let sts = &calls[4].body;
     assert_eq!(sts["spec"]["replicas"], 2);
     assert_eq!(sts["metadata"]["ownerReferences"][0]["controller"], true);
+    // spec.export: [export] in the applied sensor.toml, the Secrets' keys mounted into the sensor.
+    let toml = calls[1].body["data"]["sensor.toml"].as_str().unwrap();
+    assert!(toml.contains("\n[export]\nsink = \"postgres\"\n"), "{toml}");
+    assert!(toml.contains("\npassword_file = \"/etc/sensor/export/password\"\n"), "{toml}");
+    let pod = &sts["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "export-secrets").unwrap();
+    assert_eq!(volume["projected"]["defaultMode"], 0o440);
+    assert_eq!(volume["projected"]["sources"][0]["secret"]["name"], "sensor-db");
+    assert_eq!(volume["projected"]["sources"][0]["secret"]["items"][0]["path"], "password");
+    let mount = serde_json::json!({"name": "export-secrets", "mountPath": "/etc/sensor/export", "readOnly": true});
+    assert!(pod["containers"][0]["volumeMounts"].as_array().unwrap().contains(&mount), "{pod}");
     let status = &calls[5].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(condition(status, "Ready")["status"], "False");

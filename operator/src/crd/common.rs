@@ -88,9 +88,23 @@ impl Exposure {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Secret name.
+    /// Secret name (a DNS-1123 subdomain).
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key inside the Secret.
+    /// Key inside the Secret (letters, digits, `-`, `_`, `.`).
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A reference to a ConfigMap key in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap name (a DNS-1123 subdomain).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the ConfigMap (letters, digits, `-`, `_`, `.`).
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 

@@ -5,10 +5,12 @@
 //! server and, through `kube`'s `cel` feature, by the operator's own validate step.
 
 mod common;
+mod export;
 mod relay_node;
 mod sensor_fleet;
 
 pub use common::*;
+pub use export::*;
 pub use relay_node::*;
 pub use sensor_fleet::*;
 

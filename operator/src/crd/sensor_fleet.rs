@@ -6,7 +6,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Exposure, Placement, PullPolicy, SecretKeyRef};
+use super::common::{Exposure, Placement, PullPolicy};
+use super::export::Export;
 
 /// Desired state of a fleet of Kaspa sensors.
 ///
@@ -72,7 +73,8 @@ pub struct SensorFleetSpec {
     pub limits: Limits,
     #[serde(default)]
     pub storage: Storage,
-    /// Where sensors export their events (besides their own SQLite).
+    /// Where sensors export their stored events (besides their own SQLite): the sensor's
+    /// `[export]` section, secrets mounted from Secrets; absent = no export.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<Export>,
     /// Compute resources of each sensor container.
@@ -247,28 +249,6 @@ pub struct Storage {
     /// Node directory for kind HostPath; default `/var/lib/p2p-sensor/<namespace>/<fleet>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
-}
-
-/// Kind of export sink (implemented by the sensor's exporters).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum ExportSink {
-    /// POST batches of events as NDJSON to `endpoint`.
-    Http,
-    /// INSERT events into a PostgreSQL database at `endpoint` (a libpq URL without password).
-    Postgres,
-}
-
-/// Event export settings; credentials come from a Secret, never from the spec.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Export {
-    pub sink: ExportSink,
-    /// URL of the sink.
-    #[schemars(length(min = 1, max = 2048))]
-    pub endpoint: String,
-    /// Credentials (bearer token for Http, password for Postgres).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<SecretKeyRef>,
 }
 
 /// A RelayNode in the fleet's namespace.

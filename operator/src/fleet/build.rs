@@ -7,7 +7,10 @@
 //! spec-hash annotation.
 //!
 //! With a resolved relay ([`Punch`]) every pod also runs the `punch` sidecar ([`super::punch`]);
-//! with `spec.crawler` it runs the `crawl` sidecar ([`super::crawl`]).
+//! with `spec.crawler` it runs the `crawl` sidecar ([`super::crawl`]); with `spec.export` secrets
+//! the `sensor` container mounts them from the projected volume `export-secrets`
+//! ([`super::export`]), whose Secret references are part of the pod template: changing one rolls
+//! the pods, while a Secret's content is read by the sensor at start-up only.
 //! The pod template's config hash covers `sensor.toml` only: a change of the targets list
 //! re-applies the ConfigMap (the kubelet refreshes the mounted file) but never restarts a pod.
 
@@ -18,18 +21,19 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodSpec, PodTemplateSpec, SecretKeySelector,
-    Service, ServiceAccount, ServicePort, ServiceSpec, VolumeResourceRequirements,
+    Affinity, ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodSpec, PodTemplateSpec, Service,
+    ServiceAccount, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::crawl;
+use super::export;
 use super::punch::{self, Punch, RELAY_ANNOTATION, TARGETS_KEY};
 use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
-use crate::crd::{ExportSink, ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
+use crate::crd::{ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
 use crate::error::Result;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, FLEET_LABEL};
 use crate::pod::{self, ContainerParams};
@@ -170,6 +174,11 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
     });
 
     let image = spec.image.clone().unwrap_or_else(|| settings.sensor_image.clone());
+    let export_volume = spec.export.as_ref().and_then(export::volume);
+    let mut mounts = vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)];
+    if export_volume.is_some() {
+        mounts.push((export::VOLUME, export::EXPORT_DIR, true));
+    }
     let mut containers = vec![pod::container(ContainerParams {
         name: COMPONENT,
         image: image.clone(),
@@ -177,7 +186,7 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
         args: vec!["listen".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
         ports: vec![("p2p", port, "TCP", host_network), ("metrics", METRICS_PORT, "TCP", false)],
         env: sensor_env(fleet, port),
-        mounts: vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)],
+        mounts,
         resources: spec.resources.clone(),
         health_port: Some("metrics"),
     })];
@@ -203,6 +212,7 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
         }
         StorageKind::PersistentVolumeClaim => {} // volumeClaimTemplates below
     }
+    volumes.extend(export_volume);
 
     let mut affinity = spec.placement.affinity.clone();
     if host_network && spec.mode == WorkloadMode::StatefulSet {
@@ -306,34 +316,13 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
 }
 
 /// Environment of a sensor container: the downward API for pod name, namespace and node IP, and
-/// the `SENSOR_*` overrides built from them; export settings and credentials (Secret reference).
+/// the `SENSOR_*` overrides built from them. (Export settings are in `sensor.toml`, its secrets
+/// are files: nothing of `spec.export` is in the environment.)
 fn sensor_env(fleet: &SensorFleet, port: i32) -> Vec<EnvVar> {
     let value = pod::env_value;
     let mut env = pod::downward_env();
     if fleet.spec.external_address.source == ExternalAddressSource::HostIP {
         env.push(value("SENSOR_LISTEN_EXTERNAL_ADDRESS", format!("$(HOST_IP):{port}")));
-    }
-    if let Some(export) = &fleet.spec.export {
-        let sink = match export.sink {
-            ExportSink::Http => "http",
-            ExportSink::Postgres => "postgres",
-        };
-        env.push(value("SENSOR_EXPORT_SINK", sink.into()));
-        env.push(value("SENSOR_EXPORT_ENDPOINT", export.endpoint.clone()));
-        if let Some(secret) = &export.secret_ref {
-            env.push(EnvVar {
-                name: "SENSOR_EXPORT_CREDENTIALS".into(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.name.clone(),
-                        key: secret.key.clone(),
-                        optional: Some(false),
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            });
-        }
     }
     env
 }

@@ -5,11 +5,13 @@
 //! sender, advertised address from the node IP) come from `SENSOR_*` environment variables.
 //! With a resolvable relay the file also has `[punch]` for the `punch` sidecar (see
 //! [`super::punch`]); the sidecar's targets are a separate ConfigMap key, not part of this file.
-//! With `spec.crawler` it has `[crawl]` for the `crawl` sidecar (see [`super::crawl`]).
+//! With `spec.crawler` it has `[crawl]` for the `crawl` sidecar (see [`super::crawl`]); with
+//! `spec.export` (sink not `none`) it has `[export]`, secrets as files (see [`super::export`]).
 
 use serde::Serialize;
 
 use super::crawl::{self, CrawlToml};
+use super::export::{self, ExportToml};
 use super::punch::{self, PunchRelay, PunchToml};
 use crate::crd::{ExternalAddressSource, SensorFleet};
 use sensor_report::OWNER_SENSOR_FLEET;
@@ -44,6 +46,8 @@ struct SensorToml<'a> {
     classify: ClassifyToml,
     metrics: MetricsToml,
     report: ReportToml<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export: Option<ExportToml>,
     #[serde(skip_serializing_if = "Option::is_none")]
     punch: Option<PunchToml>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,7 +103,7 @@ pub fn p2p_port(fleet: &SensorFleet) -> i32 {
 /// `sensor.toml` for every sensor of `fleet`, reporting to `collector_endpoint` every
 /// `report_interval_ms`. A Static external address goes into the file; HostIP comes from the
 /// pod's environment instead. `relay`: the relay of the `punch` sidecar, rendered as `[punch]`;
-/// `spec.crawler` is rendered as `[crawl]`.
+/// `spec.crawler` is rendered as `[crawl]`, `spec.export` as `[export]`.
 pub fn render(
     fleet: &SensorFleet,
     namespace: &str,
@@ -138,6 +142,7 @@ pub fn render(
             owner_kind: OWNER_SENSOR_FLEET,
             owner_name: name,
         },
+        export: spec.export.as_ref().and_then(export::toml_section),
         punch: relay.map(|relay| punch::toml_section(fleet, relay)),
         crawl: spec.crawler.as_ref().map(crawl::toml_section),
     };

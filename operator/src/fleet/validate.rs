@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 
 use super::crawl;
-use crate::crd::{ExportSink, ExternalAddressSource, SensorFleet, StorageKind};
-use crate::validation::{fleet_cel, into_result, is_dns_label, is_quantity, name_fits};
+use super::export;
+use crate::crd::{ExternalAddressSource, SensorFleet, StorageKind};
+use crate::validation::{fleet_cel, into_result, is_quantity, name_fits};
 
 /// Every reason `fleet` cannot be realised, joined with `; ` (the `Stalled` message), or `Ok`.
 /// `default_image` is the operator's `--sensor-image` (used when `spec.image` is absent).
@@ -34,45 +35,11 @@ pub fn validate(fleet: &SensorFleet, default_image: &str) -> Result<(), String> 
     {
         violations.push(format!("spec.externalAddress.address: {address:?} is not IP:PORT"));
     }
-    if let Some(export) = &spec.export {
-        let schemes: &[&str] = match export.sink {
-            ExportSink::Http => &["http://", "https://"],
-            ExportSink::Postgres => &["postgres://", "postgresql://"],
-        };
-        if !schemes.iter().any(|s| export.endpoint.starts_with(s)) {
-            violations.push(format!("spec.export.endpoint: must start with {}", schemes.join(" or ")));
-        }
-        if endpoint_has_password(&export.endpoint) {
-            violations
-                .push("spec.export.endpoint: contains a password; put credentials in spec.export.secretRef".into());
-        }
-        if let Some(secret) = &export.secret_ref
-            && !is_dns_label(&secret.name)
-        {
-            violations.push(format!("spec.export.secretRef.name: {:?} is not a valid Secret name", secret.name));
-        }
+    if let Some(e) = &spec.export {
+        violations.extend(export::violations(e));
     }
     if let Some(crawler) = &spec.crawler {
         violations.extend(crawl::violations(crawler));
     }
     into_result(violations)
-}
-
-/// `scheme://user:password@host` — a password in the URL's authority.
-fn endpoint_has_password(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_in_urls_are_found() {
-        assert!(endpoint_has_password("postgres://u:secret@db:5432/x"));
-        assert!(!endpoint_has_password("postgres://u@db:5432/x"));
-        assert!(!endpoint_has_password("https://hooks.example/path?a=b:c@d"));
-    }
 }
