@@ -81,6 +81,13 @@ pub struct ListenConfig {
     pub max_pending_handshakes: usize,
     /// Time allowed for Version/Verack/Ready, milliseconds, 1000..=120000. Default 10000.
     pub handshake_timeout_ms: u64,
+    /// HTTP/2 PING after this long without a frame from a peer, milliseconds, 1000..=3600000.
+    /// Default 30000.
+    pub keepalive_interval_ms: u64,
+    /// A peer whose PING is not acknowledged within this is dropped, milliseconds,
+    /// 1000..=600000. Default 20000 (hyper's default). A peer that vanished without a FIN is
+    /// dropped within `keepalive_interval_ms + keepalive_timeout_ms` of its last frame.
+    pub keepalive_timeout_ms: u64,
     /// How long a handshaken peer is kept, seconds; 0 = until the peer leaves. Default 3600.
     pub hold_time_secs: u64,
     /// Time to drain connections and flush storage at shutdown, milliseconds. Default 5000.
@@ -191,6 +198,8 @@ impl Default for ListenConfig {
             max_peers_per_subnet: 32,
             max_pending_handshakes: 32,
             handshake_timeout_ms: 10_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 20_000,
             hold_time_secs: 3600,
             shutdown_grace_ms: 5000,
             request_addresses: true,
@@ -317,6 +326,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("listen.max_peers_per_subnet", Kind::Int, "Simultaneous peers from one /24 (IPv4) or /48 (IPv6) at most; >= 1"),
     ("listen.max_pending_handshakes", Kind::Int, "Handshakes in progress at once; 1..=32 (kaspa-p2p-lib caps them at 32)"),
     ("listen.handshake_timeout_ms", Kind::Int, "Time allowed for Version/Verack/Ready, milliseconds; 1000..=120000"),
+    ("listen.keepalive_interval_ms", Kind::Int, "HTTP/2 PING to a peer silent for this long, milliseconds; 1000..=3600000"),
+    ("listen.keepalive_timeout_ms", Kind::Int, "Drop a peer whose PING is not acknowledged within this, milliseconds; 1000..=600000"),
     ("listen.hold_time_secs", Kind::Int, "How long a handshaken peer is kept connected, seconds; 0 = until it leaves"),
     ("listen.shutdown_grace_ms", Kind::Int, "Time to drain connections and flush storage at shutdown, milliseconds"),
     ("listen.request_addresses", Kind::Bool, "Ask each accepted peer once for addresses and record its reply (who gossiped what, when); true or false"),
@@ -525,6 +536,8 @@ impl Config {
         range("listen.max_peers_per_subnet", l.max_peers_per_subnet, 1, None)?;
         range("listen.max_pending_handshakes", l.max_pending_handshakes, 1, Some(32))?;
         range("listen.handshake_timeout_ms", l.handshake_timeout_ms, 1000, Some(120_000))?;
+        range("listen.keepalive_interval_ms", l.keepalive_interval_ms, 1000, Some(3_600_000))?;
+        range("listen.keepalive_timeout_ms", l.keepalive_timeout_ms, 1000, Some(600_000))?;
         range("classify.probe_timeout_ms", c.probe_timeout_ms, 100, Some(60_000))?;
         range("classify.probe_attempts", c.probe_attempts, 2, Some(10))?;
         range("classify.concurrency", c.concurrency, 1, Some(4096))?;

@@ -197,7 +197,11 @@ async fn per_ip_limit_rejects_and_is_stored() {
     assert!(second.connect_peer(target).await.is_err(), "second peer from 127.0.0.1 exceeds max_peers_per_ip=1");
     sensor.shutdown().await.unwrap();
     let counts = Reader::open(&config.database_path()).unwrap().event_counts().unwrap();
-    assert_eq!(rejected(&counts, "ip_limit"), Some(1), "{counts:?}");
+    // The sensor refuses at TCP accept, one event per TCP connection; tonic's channel in the
+    // library redials once when the connection closes before its request went out.
+    let refused = rejected(&counts, "ip_limit");
+    assert!(matches!(refused, Some(1 | 2)), "{counts:?}");
+    assert_eq!((counts.accepted, counts.rejected), (1, refused.unwrap()), "{counts:?}");
     first.close().await;
 }
 

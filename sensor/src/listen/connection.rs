@@ -3,9 +3,10 @@
 //! messages between items. No channels and no extra tasks per connection (see
 //! [`super::server`] for why that matters).
 //!
-//! admit (limits) → send `Version` → read the peer's `Version` (well-formed, same network, not
-//! ourselves) and answer `Verack` → after their `Verack`, send `Ready` → their `Ready` → record
-//! the `accepted` event and hand the peer to the classifier → serve: `Pong` for `Ping`,
+//! admit (limits, checked at TCP accept by [`super::transport`]) → send `Version` → read the
+//! peer's `Version` (well-formed, same network, not ourselves) and answer `Verack` → after their
+//! `Verack`, send `Ready` → their `Ready` → record the `accepted` event and hand the peer to the
+//! classifier → serve: `Pong` for `Ping`,
 //! `Addresses` (our external address or nothing) for `RequestAddresses`, our one
 //! `RequestAddresses` sent after Ready and its `Addresses` reply recorded as gossip
 //! ([`crate::store::gossip`]), everything else counted and dropped → end when the peer leaves, the hold time passes, or the sensor stops.
@@ -25,7 +26,10 @@ use kaspa_p2p_lib::{
 };
 use tokio::{sync::watch, time::Instant};
 
-use super::admission::{Admission, AdmissionGuard, RejectReason};
+use super::{
+    admission::{Admission, AdmissionGuard, RejectReason},
+    transport::{PeerTransport, StreamLease},
+};
 use crate::{
     classify::{Classifier, ProbeRequest},
     context::Context,
@@ -40,8 +44,14 @@ use crate::{
 /// Parameters of the inbound side (from `[listen]`).
 #[derive(Debug, Clone)]
 pub struct InboundSettings {
-    /// Bound on Version/Verack/Ready together.
+    /// Bound on TCP accept → HTTP/2 → Version/Verack/Ready together.
     pub handshake_timeout: Duration,
+    /// HTTP/2 PING sent after this long without a frame from the peer (`listen.keepalive_interval_ms`).
+    pub keepalive_interval: Duration,
+    /// The connection is closed when a PING is not acknowledged within this
+    /// (`listen.keepalive_timeout_ms`). A peer that vanishes without a FIN is dropped within
+    /// `keepalive_interval + keepalive_timeout` of its last frame.
+    pub keepalive_timeout: Duration,
     /// How long a peer is held before a polite close; `None` = until it leaves.
     pub hold_time: Option<Duration>,
     /// Send each accepted peer one `RequestAddresses` and record the reply
@@ -63,7 +73,8 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    fn reject_event(&self, source: SocketAddr, reason: RejectReason, peer: Option<PeerInfo>) {
+    /// Records a refused or failed inbound connection: the counters and a `rejected` event.
+    pub(super) fn reject_event(&self, source: SocketAddr, reason: RejectReason, peer: Option<PeerInfo>) {
         let m = &self.ctx.metrics;
         m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result: "rejected" }).inc();
         m.rejections.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
@@ -103,6 +114,8 @@ enum Phase {
 #[derive(Debug, Clone, Copy)]
 enum End {
     PeerClosed,
+    /// The peer's stream failed (reset, undecodable or oversized message).
+    StreamError,
     HoldTimeExpired,
     Shutdown,
 }
@@ -118,6 +131,8 @@ pub struct Connection {
     deadline: Instant,
     shutdown: watch::Receiver<bool>,
     slot: AdmissionGuard,
+    /// Lets the TCP connection close shortly after this stream ends ([`super::transport`]).
+    _lease: StreamLease,
     /// Whether this connection counts in `sensor_connections_active`.
     active: bool,
     end: Option<End>,
@@ -130,34 +145,34 @@ fn message(payload: Payload) -> KaspadMessage {
 }
 
 impl Connection {
-    /// Admits a connection from `source` or records why not.
+    /// Opens the Kaspa stream on an admitted connection ([`super::transport`]): takes the
+    /// connection's admission slot and handshake deadline (accept time + handshake timeout).
     ///
-    /// Errors: a gRPC `resource_exhausted` / `unavailable` status for a refused connection (the
-    /// peer has not spoken yet, so there is nobody to send a Kaspa `Reject` to).
+    /// Errors: a gRPC `unavailable` status during shutdown, `resource_exhausted` for a second
+    /// stream on one connection (kaspad opens one) or one whose deadline has passed. None of
+    /// these is recorded here: the connection itself is recorded once, by its transport.
     pub fn admit(
         inbound: Arc<Inbound>,
-        source: SocketAddr,
+        transport: &PeerTransport,
         incoming: tonic::Streaming<KaspadMessage>,
     ) -> Result<Self, tonic::Status> {
         if *inbound.shutdown.borrow() {
-            inbound.reject_event(source, RejectReason::ShuttingDown, None);
             return Err(tonic::Status::unavailable("shutting down"));
         }
-        let slot = inbound.admission.try_admit(source.ip()).map_err(|reason| {
-            inbound.reject_event(source, reason, None);
-            tonic::Status::resource_exhausted(format!("rejected by kaspa-sensor: {}", reason.as_str()))
-        })?;
-        inbound.ctx.metrics.handshakes_pending.inc();
+        let Some((slot, deadline, lease)) = transport.slot.open_stream() else {
+            return Err(tonic::Status::resource_exhausted("one Kaspa stream per connection"));
+        };
         let outbox = VecDeque::from([message(Payload::Version(inbound.local.message()))]);
         Ok(Self {
-            deadline: Instant::now() + inbound.settings.handshake_timeout,
+            deadline,
             shutdown: inbound.shutdown.clone(),
             inbound,
-            source,
+            source: transport.source,
             incoming,
             outbox,
             phase: Phase::Handshake(Handshake::default()),
             slot,
+            _lease: lease,
             active: false,
             end: None,
             awaiting_addresses: false,
@@ -204,7 +219,16 @@ impl Connection {
         match msg {
             Ok(Some(KaspadMessage { payload: Some(payload), .. })) => self.on_message(payload),
             Ok(Some(_)) => {} // an empty payload carries nothing
-            Ok(None) | Err(_) => self.on_closed(),
+            Ok(None) => self.on_closed(),
+            // A transport error: reset, or a message over `MAX_MESSAGE_BYTES` (out of range).
+            Err(status) => {
+                let (code, error) = (status.code(), status.message());
+                tracing::info!(peer = %self.source, ?code, %error, "peer stream failed");
+                match self.phase {
+                    Phase::Handshake(_) => self.reject(RejectReason::HandshakeFailed),
+                    _ => self.close(End::StreamError),
+                }
+            }
         }
     }
 

@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod connection;
 pub mod server;
+pub mod transport;
 
 use std::{
     net::SocketAddr,
@@ -132,6 +133,8 @@ impl Sensor {
             local: LocalVersion { network: config.network, id, address: external },
             settings: InboundSettings {
                 handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+                keepalive_interval: Duration::from_millis(l.keepalive_interval_ms),
+                keepalive_timeout: Duration::from_millis(l.keepalive_timeout_ms),
                 hold_time: (l.hold_time_secs > 0).then(|| Duration::from_secs(l.hold_time_secs)),
                 request_addresses: l.request_addresses,
             },

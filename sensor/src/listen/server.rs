@@ -12,6 +12,11 @@
 //! * **Limits we own.** Every connection reaches our admission limits and is recorded; the
 //!   library refused connections over its fixed pending-handshake caps before they reached us.
 //!   Messages over [`MAX_MESSAGE_BYTES`] are refused by the transport (the library allows 256 MB).
+//! * **Edges we own.** TCP connections are accepted by [`super::transport`]: admission at accept,
+//!   and a deadline on every connection without a live Kaspa peer (hyper has none before the
+//!   HTTP/2 preface). HTTP/2 keep-alive (`listen.keepalive_interval_ms`,
+//!   `listen.keepalive_timeout_ms`) drops a peer that vanished without a FIN within interval +
+//!   timeout of its last frame; without it such a peer would be held until `hold_time_secs`.
 
 use std::{
     convert::Infallible,
@@ -25,11 +30,13 @@ use kaspa_p2p_lib::pb::KaspadMessage;
 use tonic::{
     codec::{BufferSettings, Codec, CompressionEncoding},
     server::{NamedService, StreamingService},
-    transport::server::TcpIncoming,
 };
 use tonic_prost::ProstCodec;
 
-use super::connection::{Connection, Inbound};
+use super::{
+    connection::{Connection, Inbound},
+    transport::{self, PeerTransport},
+};
 use crate::error::{Result, SensorError};
 
 /// Largest message accepted or sent, in bytes. A Kaspa `Addresses` reply is at most ~50 KB
@@ -62,12 +69,13 @@ pub async fn serve(
     inbound: Arc<Inbound>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let settings = &inbound.settings;
+    let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .add_service(P2pService { inbound })
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout));
+    let incoming = transport::incoming(listener, inbound.clone());
+    let result = builder.add_service(P2pService { inbound }).serve_with_incoming_shutdown(incoming, shutdown).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "Kaspa P2P server stopped");
     }
@@ -145,10 +153,10 @@ impl StreamingService<KaspadMessage> for MessageStream {
     fn call(&mut self, request: tonic::Request<tonic::Streaming<KaspadMessage>>) -> Self::Future {
         let inbound = self.0.clone();
         Box::pin(async move {
-            let Some(source) = request.remote_addr() else {
-                return Err(tonic::Status::invalid_argument("connection has no remote address"));
+            let Some(transport) = request.extensions().get::<PeerTransport>().cloned() else {
+                return Err(tonic::Status::internal("connection without transport state"));
             };
-            let connection = Connection::admit(inbound, source, request.into_inner())?;
+            let connection = Connection::admit(inbound, &transport, request.into_inner())?;
             Ok(tonic::Response::new(connection.into_stream()))
         })
     }

@@ -45,12 +45,18 @@ pub struct RelayBehaviour {
 /// rust-libp2p's relay limits from `[relay]`: the caps, and the four token-bucket rate limiters
 /// with rust-libp2p's refill intervals ([`RATE_PER_PEER`], [`RATE_PER_IP`]); a rate of 0 adds
 /// no limiter. The reservation duration stays at rust-libp2p's default (1 hour).
+///
+/// The two per-peer caps are passed one lower: libp2p-relay 0.22 (`behaviour.rs`) denies a new
+/// reservation or circuit only when the peer already holds *more than* its cap (`>`, not
+/// `>=`), so it admits cap + 1 (rust-libp2p PR #6365, open). With cap − 1 the relay admits
+/// exactly `relay.max_reservations_per_peer` / `relay.max_circuits_per_peer` (shown by
+/// `tests/relay_abuse.rs`). The global caps use `>=` and are passed as they are.
 pub fn relay_limits(config: &RelayConfig) -> relay::Config {
     let mut limits = relay::Config {
         max_reservations: config.max_reservations,
-        max_reservations_per_peer: config.max_reservations_per_peer,
+        max_reservations_per_peer: config.max_reservations_per_peer.saturating_sub(1),
         max_circuits: config.max_circuits,
-        max_circuits_per_peer: config.max_circuits_per_peer,
+        max_circuits_per_peer: config.max_circuits_per_peer.saturating_sub(1),
         max_circuit_duration: Duration::from_secs(config.max_circuit_duration_secs),
         max_circuit_bytes: config.max_circuit_bytes,
         reservation_rate_limiters: Vec::new(),
@@ -123,6 +129,11 @@ mod tests {
         assert_eq!(limits.reservation_rate_limiters.len(), libp2p.reservation_rate_limiters.len());
         assert_eq!(limits.circuit_src_rate_limiters.len(), libp2p.circuit_src_rate_limiters.len());
         assert_eq!((limits.max_circuits, limits.max_circuit_bytes), (libp2p.max_circuits, libp2p.max_circuit_bytes));
+        // libp2p's per-peer checks admit one more than their value.
+        assert_eq!(
+            (limits.max_reservations_per_peer, limits.max_circuits_per_peer),
+            (config.max_reservations_per_peer - 1, config.max_circuits_per_peer - 1)
+        );
 
         let lab = RelayConfig { reservation_rate_per_ip: 0, circuit_rate_per_peer: 0, ..config.clone() };
         let limits = relay_limits(&lab);
