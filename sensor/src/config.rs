@@ -134,6 +134,13 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     /// Events buffered for the writer, ≥ `batch_size`. Default 100000.
     pub queue_capacity: usize,
+    /// Size cap of the database file, MiB (`0` = none, the disk is the bound). At the cap, or
+    /// when the disk is full, the store's disk-full policy applies (README "Storage"): reclaim
+    /// exported events, wait `storage.full_grace_ms`, then drop the newest, counted. Default 0.
+    pub max_db_mb: u64,
+    /// How long a full database is retried before new events are dropped, milliseconds,
+    /// 0..=600000. Default 2000.
+    pub full_grace_ms: u64,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -224,7 +231,14 @@ impl Default for ClassifyConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { path: None, batch_size: 512, flush_interval_ms: 50, queue_capacity: 100_000 }
+        Self {
+            path: None,
+            batch_size: 512,
+            flush_interval_ms: 50,
+            queue_capacity: 100_000,
+            max_db_mb: 0,
+            full_grace_ms: 2000,
+        }
     }
 }
 
@@ -343,6 +357,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("storage.batch_size", Kind::Int, "Events written per SQLite transaction at most; 1..=100000"),
     ("storage.flush_interval_ms", Kind::Int, "Longest wait before a partial batch is written, milliseconds; 1..=60000"),
     ("storage.queue_capacity", Kind::Int, "Events buffered for the SQLite writer at most; >= storage.batch_size"),
+    ("storage.max_db_mb", Kind::Int, "Size cap of the database file, MiB; 0 = none (the disk is the bound); past it the disk-full policy applies"),
+    ("storage.full_grace_ms", Kind::Int, "How long a full database is retried before new events are dropped (counted), milliseconds; 0..=600000"),
     ("metrics.listen", Kind::Str, "Prometheus /metrics HTTP listen address ip:port"),
     ("report.endpoint", Kind::Str, "Collector URL http://host:port (gRPC, h2c) for cumulative reports; \"\" = reporting off"),
     ("report.interval_ms", Kind::Int, "Time between reports, milliseconds; >= 1000 (the collector may ask for another)"),
@@ -545,6 +561,8 @@ impl Config {
         range("classify.cache_capacity", c.cache_capacity, 1, None)?;
         range("storage.batch_size", s.batch_size, 1, Some(100_000))?;
         range("storage.flush_interval_ms", s.flush_interval_ms, 1, Some(60_000))?;
+        range("storage.max_db_mb", s.max_db_mb, 0, Some(16 << 20))?;
+        range("storage.full_grace_ms", s.full_grace_ms, 0, Some(600_000))?;
         if s.queue_capacity < s.batch_size {
             let reason = format!("must be at least storage.batch_size ({}), got {}", s.batch_size, s.queue_capacity);
             return Err(config_err("storage.queue_capacity", reason));

@@ -98,6 +98,12 @@ pub struct Metrics {
     pub storage_errors: Family<KindLabels, Counter>,
     /// `sensor_storage_queue_depth`: events accepted but not yet committed.
     pub storage_queue_depth: Gauge,
+    /// `sensor_storage_dropped_events_total{reason}`: events the store gave up on: `disk_full`
+    /// (the disk-full policy's last step) or `shutdown` (still failing at shutdown).
+    pub storage_dropped_events: Family<ReasonLabels, Counter>,
+    /// `sensor_storage_reclaimed_events_total`: exported events deleted to make room when the
+    /// database was full.
+    pub storage_reclaimed_events: Counter,
     /// `sensor_messages_received_total{message_type}`: post-handshake messages from peers.
     pub messages_received: Family<MessageLabels, Counter>,
     /// `sensor_gossip_messages_total{result}`: `Addresses` messages from inbound peers:
@@ -139,6 +145,8 @@ impl Metrics {
             storage_events: Counter::default(),
             storage_errors: Family::default(),
             storage_queue_depth: Gauge::default(),
+            storage_dropped_events: Family::default(),
+            storage_reclaimed_events: Counter::default(),
             messages_received: Family::default(),
             gossip_messages: Family::default(),
             gossip_addresses: Counter::default(),
@@ -203,6 +211,19 @@ impl Metrics {
             "Events accepted but not yet committed",
             m.storage_queue_depth.clone(),
         );
+        for reason in STORAGE_DROP_REASONS {
+            let _ = m.storage_dropped_events.get_or_create(&ReasonLabels { reason });
+        }
+        registry.register(
+            "storage_dropped_events",
+            "Events the store dropped: disk_full (nothing left to reclaim), shutdown",
+            m.storage_dropped_events.clone(),
+        );
+        registry.register(
+            "storage_reclaimed_events",
+            "Exported events deleted to make room in a full database",
+            m.storage_reclaimed_events.clone(),
+        );
         registry.register(
             "messages_received",
             "Post-handshake messages received, by type",
@@ -238,6 +259,11 @@ impl Metrics {
             let _ = m.report_pushes.get_or_create(&ResultLabels { result });
         }
         (std::sync::Arc::new(metrics), root)
+    }
+
+    /// Counts `n` events dropped by the store for `reason` (`disk_full`, `shutdown`).
+    pub fn storage_dropped(&self, reason: &'static str, n: u64) {
+        self.storage_dropped_events.get_or_create(&ReasonLabels { reason }).inc_by(n);
     }
 
     /// Counts one storage failure of `kind`.
@@ -465,3 +491,6 @@ pub fn encode(registry: &Registry) -> String {
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
 }
+
+/// The `reason` labels of `sensor_storage_dropped_events_total`.
+pub const STORAGE_DROP_REASONS: [&str; 2] = ["disk_full", "shutdown"];

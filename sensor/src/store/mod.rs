@@ -69,6 +69,14 @@ pub struct StoreOptions {
     /// How long the writer waits for another connection's lock before a batch fails with kind
     /// `locked` (SQLite `busy_timeout`). Default 5 s.
     pub busy_timeout: Duration,
+    /// The disk-full policy's first step: the export sink (`export_cursor.sink`) whose
+    /// acknowledged events may be deleted, oldest first, when a batch fails with kind `full`
+    /// (see [`writer`]). `None` (default, and whenever export is off): nothing is deleted.
+    pub reclaim_exported_for: Option<&'static str>,
+    /// The disk-full policy's last step: how long a batch may keep failing with kind `full`
+    /// (after reclaiming found nothing more to delete) before its events are dropped and
+    /// counted in `sensor_storage_dropped_events_total{reason="disk_full"}`. Default 2 s.
+    pub full_grace: Duration,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +87,8 @@ impl Default for StoreOptions {
             queue_capacity: 10_000,
             max_db_bytes: None,
             busy_timeout: Duration::from_secs(5),
+            reclaim_exported_for: None,
+            full_grace: Duration::from_secs(2),
         }
     }
 }
@@ -161,6 +171,8 @@ impl Store {
             batch_size: options.batch_size.max(1),
             flush_interval: options.flush_interval,
             giving_up: false,
+            reclaim_exported_for: options.reclaim_exported_for,
+            full_grace: options.full_grace,
         };
         let thread = std::thread::Builder::new()
             .name("sensor-store".into())
@@ -252,8 +264,8 @@ impl Store {
     /// Commits the writer's open batch at once instead of waiting for `flush_interval`.
     ///
     /// Errors ([`SensorError::StorageUnavailable`]): a batch attempt failed while waiting (the
-    /// message names the kind; the writer keeps retrying, nothing is lost), the timeout passed,
-    /// or the writer stopped.
+    /// message names the kind; the writer keeps retrying, nothing is lost), the disk-full policy
+    /// dropped events while waiting, the timeout passed, or the writer stopped.
     pub fn flush_within(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let target = {
@@ -268,10 +280,13 @@ impl Store {
         };
         let mut state = self.shared.lock();
         let failures_at_start = state.failures;
+        let dropped_full_at_start = state.dropped_full;
         loop {
             if state.done >= target {
                 return if state.dropped > 0 {
                     Err(SensorError::StorageUnavailable("events were dropped at shutdown"))
+                } else if state.dropped_full > dropped_full_at_start {
+                    Err(SensorError::StorageUnavailable("the database is full: events were dropped (counted)"))
                 } else {
                     Ok(())
                 };
@@ -294,8 +309,9 @@ impl Store {
     /// gets at least one attempt; with a database that keeps failing this returns after those
     /// attempts (each bounded by `busy_timeout`).
     ///
-    /// Errors: [`SensorError::StorageUnavailable`] when some events could not be committed
-    /// (they are logged and lost).
+    /// Errors: [`SensorError::StorageUnavailable`] when some events could not be committed at
+    /// shutdown (they are logged, counted and lost). Events the disk-full policy dropped earlier
+    /// were counted then and do not fail the close.
     pub fn close(mut self) -> Result<()> {
         self.shutdown();
         if self.shared.lock().dropped > 0 {

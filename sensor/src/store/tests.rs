@@ -386,6 +386,7 @@ fn locked_database_is_retried_until_released() {
     store.close().unwrap();
 }
 
+/// Step 2 of the disk-full policy (within `full_grace`): nothing is dropped, the queue fills.
 #[test]
 fn full_database_keeps_events_queued_then_refuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -395,6 +396,7 @@ fn full_database_keeps_events_queued_then_refuses() {
         batch_size: 4,
         queue_capacity: capacity,
         max_db_bytes: Some(1), // clamps to the freshly migrated size: a few rows fit
+        full_grace: Duration::from_secs(3600),
         ..fast()
     };
     let (store, m) = open(&path, options);
@@ -435,6 +437,108 @@ fn full_database_keeps_events_queued_then_refuses() {
     assert_eq!(count(&path, "SELECT count(*) FROM events") as u64, stored);
     let check: String = Connection::open(&path).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
+}
+
+fn dropped(m: &Metrics, reason: &'static str) -> u64 {
+    m.storage_dropped_events.get_or_create(&crate::metrics::ReasonLabels { reason }).get()
+}
+
+/// Records `n` events with a 200-byte user agent, waiting out a momentarily full queue;
+/// returns the acks' outcomes (true = committed).
+fn record_all(store: &Store, n: usize, first_port: u16) -> Vec<bool> {
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let mut e = accepted(PEER_A, "203.0.113.7", first_port + i as u16);
+        e.peer.user_agent = Some("x".repeat(200));
+        let deadline = Instant::now() + WAIT;
+        let ack = loop {
+            match store.record(e.clone()) {
+                Ok(ack) => break ack,
+                Err(_) => {
+                    assert!(Instant::now() < deadline, "the queue never drained");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        };
+        acks.push(ack);
+    }
+    acks.into_iter().map(|a| committed(a).is_ok()).collect()
+}
+
+/// Step 3: with nothing to reclaim, after `full_grace` the newest events are dropped and
+/// counted, the writer goes on, and the stored events are untouched.
+#[test]
+fn full_database_without_export_drops_the_newest_counted_and_keeps_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sensor.db");
+    let options = StoreOptions {
+        batch_size: 4,
+        queue_capacity: 16,
+        max_db_bytes: Some(1),
+        full_grace: Duration::from_millis(30),
+        ..fast()
+    };
+    let (store, m) = open(&path, options);
+    let outcomes = record_all(&store, 200, 1);
+    let stored = outcomes.iter().filter(|ok| **ok).count() as u64;
+    let lost = outcomes.len() as u64 - stored;
+    assert!(stored > 0 && lost > 0, "some fit, the rest did not (stored {stored})");
+    assert!(outcomes[..stored as usize].iter().all(|ok| *ok), "the oldest are kept, the newest dropped");
+    assert_eq!(dropped(&m, "disk_full"), lost, "every dropped event is counted");
+    assert_eq!(m.storage_reclaimed_events.get(), 0, "export is off: nothing is deleted");
+    assert_eq!(m.storage_queue_depth.get(), 0);
+    store.flush_within(WAIT).expect("a full store still completes flushes");
+    assert_eq!(count(&path, "SELECT count(*) FROM events") as u64, stored);
+    store.close().unwrap();
+}
+
+/// Step 1: events the export sink acknowledged make room for new ones; the cursor's own row
+/// and everything after it stay.
+#[test]
+fn full_database_reclaims_exported_events_before_dropping_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sensor.db");
+    let options = StoreOptions {
+        batch_size: 4,
+        queue_capacity: 16,
+        max_db_bytes: Some(1),
+        reclaim_exported_for: Some("http"),
+        full_grace: Duration::from_millis(30),
+        ..fast()
+    };
+    let (store, m) = open(&path, options);
+    // Fill the database (the newest are dropped: nothing is exported yet).
+    let first = record_all(&store, 200, 1);
+    let fitted = first.iter().filter(|ok| **ok).count() as i64;
+    assert!(dropped(&m, "disk_full") > 0);
+    // The sink acknowledges everything stored so far.
+    let cursor_rowid = count(&path, "SELECT max(rowid) FROM events");
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO export_cursor (sink, last_event_id, updated_at, last_rowid) \
+             SELECT 'http', event_id, '2026-11-21T00:00:00.000000000Z', rowid FROM events WHERE rowid = ?1",
+            [cursor_rowid],
+        )
+        .unwrap();
+    let dropped_before = dropped(&m, "disk_full");
+    let second = record_all(&store, (fitted / 2) as usize, 1000);
+    assert!(second.iter().all(|ok| *ok), "room was made: {second:?}");
+    assert_eq!(dropped(&m, "disk_full"), dropped_before, "nothing more dropped");
+    let reclaimed = m.storage_reclaimed_events.get() as i64;
+    assert!(reclaimed > 0 && reclaimed < fitted, "only exported rows go ({reclaimed} of {fitted})");
+    assert_eq!(
+        count(&path, &format!("SELECT count(*) FROM events WHERE rowid = {cursor_rowid}")),
+        1,
+        "cursor row kept"
+    );
+    assert_eq!(
+        count(&path, &format!("SELECT count(*) FROM events WHERE rowid > {cursor_rowid}")),
+        second.len() as i64,
+        "every new event is stored after the cursor"
+    );
+    assert_eq!(count(&path, &format!("SELECT min(rowid) FROM events WHERE rowid > {cursor_rowid}")), cursor_rowid + 1);
+    store.close().unwrap();
 }
 
 #[test]

@@ -9,9 +9,24 @@
 //! Failures: a failed batch is rolled back, counted (`sensor_storage_errors_total{kind}`), logged,
 //! and retried as a whole with exponential backoff (100 ms doubling to 5 s). The writer does not
 //! drain the queue meanwhile, so producers keep queueing until the queue is full and then get
-//! [`SensorError::StorageUnavailable`](crate::SensorError::StorageUnavailable). Nothing is dropped
-//! while the store is open. At shutdown every remaining batch gets one more attempt; events that
-//! still fail then are dropped (logged, their acks resolve to an error).
+//! [`SensorError::StorageUnavailable`](crate::SensorError::StorageUnavailable). At shutdown every
+//! remaining batch gets one more attempt; events that still fail then are dropped (logged,
+//! counted `sensor_storage_dropped_events_total{reason="shutdown"}`, their acks resolve to an
+//! error).
+//!
+//! The disk-full policy (kind `full`: `SQLITE_FULL` from a full disk, or the
+//! `storage.max_db_mb` cap): nothing is dropped while room can be made, and what is dropped is
+//! counted.
+//! 1. **Reclaim**: when export is on, events the sink already acknowledged (rowid below its
+//!    cursor row, which is kept so new rowids stay above the cursor) are deleted, oldest first,
+//!    [`RECLAIM_CHUNK`] at a time, counted in `sensor_storage_reclaimed_events_total`; the batch
+//!    is retried at once. SQLite reuses the freed pages without growing the file.
+//! 2. **Wait**: with nothing left to reclaim, the batch is retried with backoff for
+//!    `full_grace` (a full disk may be freed by someone else).
+//! 3. **Drop the newest**: then the batch's events are dropped, counted in
+//!    `sensor_storage_dropped_events_total{reason="disk_full"}` and logged; their acks resolve to
+//!    an error, and the writer goes on with the next batch, so the sensor keeps serving and
+//!    resumes storing as soon as there is room. Older, unexported events are never deleted.
 //!
 //! [`Store::flush`]: super::Store::flush
 
@@ -36,6 +51,8 @@ use crate::p2p::punch::attempt::PunchAttempt;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Exported events deleted per reclaim step of the disk-full policy.
+pub const RECLAIM_CHUNK: u64 = 10_000;
 
 /// Stored timestamp form: RFC 3339 UTC with a fixed 9-digit fraction, so that text order is time
 /// order (`ORDER BY timestamp`, `max(last_seen)` are correct).
@@ -88,6 +105,8 @@ pub(super) struct State {
     pub done: u64,
     /// Events dropped at shutdown after their last attempt failed.
     pub dropped: u64,
+    /// Events dropped by the disk-full policy (also in `done`).
+    pub dropped_full: u64,
     /// Failed batch attempts so far.
     pub failures: u64,
     /// Kind of the latest failure; cleared by the next successful commit.
@@ -141,6 +160,10 @@ pub(super) struct Writer {
     pub flush_interval: Duration,
     /// Set once a batch was dropped at shutdown: later batches are dropped without an attempt.
     pub giving_up: bool,
+    /// [`StoreOptions::reclaim_exported_for`](super::StoreOptions::reclaim_exported_for).
+    pub reclaim_exported_for: Option<&'static str>,
+    /// [`StoreOptions::full_grace`](super::StoreOptions::full_grace).
+    pub full_grace: Duration,
 }
 
 impl Writer {
@@ -187,10 +210,12 @@ impl Writer {
     fn commit_with_retry(&mut self, batch: &mut Vec<Pending>) {
         let mut backoff = INITIAL_BACKOFF;
         let mut failed = 0u32;
+        // When this batch first failed with `full` and reclaiming found nothing (step 2).
+        let mut full_since: Option<Instant> = None;
         loop {
             let shutting_down = self.shared.lock().shutdown;
             if shutting_down && self.giving_up {
-                self.drop_batch(batch);
+                self.drop_batch(batch, "shutdown");
                 return;
             }
             match write_batch(&mut self.conn, batch) {
@@ -219,11 +244,23 @@ impl Writer {
                         s.failures += 1;
                         s.failing = Some(kind);
                     });
+                    if kind == "full" && !shutting_down {
+                        if self.reclaim() > 0 {
+                            continue;
+                        }
+                        let since = *full_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.full_grace {
+                            tracing::error!(events = batch.len(), error = %e,
+                                "storage full and nothing left to reclaim; dropping the newest events");
+                            self.drop_batch(batch, "disk_full");
+                            return;
+                        }
+                    }
                     if shutting_down {
                         tracing::error!(kind, error = %e, events = batch.len(),
                             "storage batch failed at shutdown; dropping it");
                         self.giving_up = true;
-                        self.drop_batch(batch);
+                        self.drop_batch(batch, "shutdown");
                         return;
                     }
                     tracing::warn!(kind, error = %e, events = batch.len(), attempt = failed,
@@ -245,14 +282,45 @@ impl Writer {
         }
     }
 
-    /// Drops a batch at shutdown: acks resolve to an error, counters stay consistent.
-    fn drop_batch(&self, batch: &mut Vec<Pending>) {
+    /// Step 1 of the disk-full policy: deletes up to [`RECLAIM_CHUNK`] of the oldest events the
+    /// export sink acknowledged. Returns how many were deleted (0 when export is off, nothing
+    /// is exported yet, or the delete itself failed).
+    fn reclaim(&mut self) -> u64 {
+        let Some(sink) = self.reclaim_exported_for else { return 0 };
+        let deleted = self.conn.execute(
+            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE rowid < \
+             (SELECT last_rowid FROM export_cursor WHERE sink = ?1) ORDER BY rowid LIMIT ?2)",
+            params![sink, RECLAIM_CHUNK as i64],
+        );
+        match deleted {
+            Ok(n) => {
+                if n > 0 {
+                    self.metrics.storage_reclaimed_events.inc_by(n as u64);
+                    tracing::warn!(deleted = n, sink, "storage full: deleted events the export already delivered");
+                }
+                n as u64
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storage full: reclaiming exported events failed");
+                0
+            }
+        }
+    }
+
+    /// Drops a batch (`reason`: `disk_full` or `shutdown`): acks resolve to an error, the
+    /// events are counted in `sensor_storage_dropped_events_total{reason}`.
+    fn drop_batch(&self, batch: &mut Vec<Pending>, reason: &'static str) {
         let n = batch.len() as u64;
         batch.clear();
+        self.metrics.storage_dropped(reason, n);
         self.metrics.storage_queue_depth.dec_by(n as i64);
         self.shared.update(|s| {
             s.done += n;
-            s.dropped += n;
+            if reason == "shutdown" {
+                s.dropped += n;
+            } else {
+                s.dropped_full += n;
+            }
         });
     }
 }
