@@ -571,7 +571,17 @@ impl Config {
         self.relay.validate(range::<u64>)?;
         self.punch.validate(range::<u64>)?;
         self.crawl.validate(range::<u64>)?;
-        self.export.validate(range::<u64>)
+        self.export.validate(range::<u64>)?;
+        // An NDJSON file over the database (or its WAL) would destroy what it exports.
+        if self.export.sink.trim() == SINK_NDJSON {
+            let db = self.database_path();
+            let endpoint = Path::new(self.export.endpoint.trim());
+            let wal = PathBuf::from(format!("{}-wal", db.display()));
+            if endpoint == db || endpoint == wal {
+                return Err(config_err("export.endpoint", "is the event database itself; pick another file"));
+            }
+        }
+        Ok(())
     }
 
     /// A commented `sensor.toml`: every key with its default value, preceded by a one-line

@@ -767,6 +767,10 @@ fn export_validation_errors_name_the_key() {
     let (config, _) = load(Some(file), &[], &cli).unwrap();
     assert_eq!(config.export.sink, "postgres");
     assert_eq!(config.export.tls_ca_file.as_deref(), Some(std::path::Path::new("/etc/sensor/export/ca.crt")));
+    let over_db = "data_dir = \"/var/lib/p2p-sensor\"\n[export]\nsink = \"ndjson\"\n\
+        endpoint = \"/var/lib/p2p-sensor/sensor.sqlite\"\n";
+    let (k, reason) = err_key(load(Some(over_db), &[], &cli));
+    assert_eq!((k.as_str(), reason.contains("event database")), ("export.endpoint", true), "{reason}");
     let (k, _) = err_key(load(None, &[("SENSOR_EXPORT_GZIP", "maybe")], &cli));
     assert_eq!(k, "SENSOR_EXPORT_GZIP");
 }
