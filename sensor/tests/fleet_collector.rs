@@ -299,6 +299,16 @@ fn the_sensor_accepts_every_config_the_operator_renders() {
         format!(
             "{FLEET_YAML}  externalAddress: {{source: Static, address: '203.0.113.9:16611'}}\n  limits: {{maxInboundPeers: 500, maxPeersPerIp: 2, maxPeersPerSubnet: 8}}\n"
         ),
+        // spec.export, each sink with every secret it takes.
+        format!(
+            "{FLEET_YAML}  export: {{sink: postgres, endpoint: 'postgres://sensor@pg.db.svc:5432/kaspa?sslmode=require', batchSize: 1000, passwordSecretRef: {{name: pg, key: password}}, caSecretRef: {{name: pg-ca, key: ca.crt}}}}\n"
+        ),
+        format!(
+            "{FLEET_YAML}  export: {{sink: http, endpoint: 'https://hooks.example/kaspa', gzip: false, timeoutMs: 5000, bearerTokenSecretRef: {{name: hook, key: token}}, hmacSecretRef: {{name: hook, key: hmac}}}}\n"
+        ),
+        format!(
+            "{FLEET_YAML}  export: {{sink: ndjson, endpoint: /var/lib/p2p-sensor/events.ndjson, intervalMs: 500}}\n"
+        ),
     ] {
         let fleet: SensorFleet = serde_norway::from_str(&yaml).unwrap();
         let toml = operator::fleet::sensor_config::render(
@@ -320,6 +330,21 @@ fn the_sensor_accepts_every_config_the_operator_renders() {
         assert_eq!(config.network.to_string(), fleet.spec.network.as_str());
         assert_eq!(config.report.owner_name, "lab");
         assert_eq!(config.report_sender(), "lab-sensor-0");
+        let export = fleet.spec.export.as_ref();
+        let want_sink = export.map_or("none".to_owned(), |e| format!("{:?}", e.sink).to_lowercase());
+        assert_eq!(config.export.sink, want_sink, "{toml}");
+        if let Some(e) = export {
+            assert_eq!(config.export.endpoint, e.endpoint.clone().unwrap_or_default(), "{toml}");
+            let file = |name: &str| Some(std::path::PathBuf::from(format!("/etc/sensor/export/{name}")));
+            let secrets = &config.export;
+            assert_eq!(secrets.password_file, e.password_secret_ref.as_ref().and_then(|_| file("password")));
+            assert_eq!(secrets.tls_ca_file, e.ca_secret_ref.as_ref().and_then(|_| file("ca.crt")));
+            assert_eq!(
+                secrets.bearer_token_file,
+                e.bearer_token_secret_ref.as_ref().and_then(|_| file("bearer-token"))
+            );
+            assert_eq!(secrets.hmac_secret_file, e.hmac_secret_ref.as_ref().and_then(|_| file("hmac-secret")));
+        }
     }
 }
 
