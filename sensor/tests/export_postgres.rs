@@ -303,3 +303,27 @@ async fn tls_with_a_private_ca_is_verified() {
     let unique: HashSet<String> = stored_ids(&client).await.into_iter().collect();
     assert_eq!(unique.len(), 2);
 }
+
+/// `[export]` from the environment, as a pod sets it, builds a working sink: the password comes
+/// from the variable `password_env` names, and the config never holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_sink_takes_its_password_from_the_named_variable() {
+    use sensor::config::{CliOverrides, Config};
+    let pg = Postgres::start(PgOptions { password: Some(PASSWORD.into()), tls: None });
+    let env = [
+        ("SENSOR_EXPORT_SINK", "postgres".to_owned()),
+        ("SENSOR_EXPORT_ENDPOINT", pg.url("127.0.0.1", "sslmode=disable")),
+        ("SENSOR_EXPORT_PASSWORD_ENV", "EXPORT_PG_PASSWORD".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    let (config, _) = Config::load(None, env, &CliOverrides::default()).unwrap();
+    assert!(!format!("{config:?}").contains(PASSWORD));
+    let credentials =
+        config.export.credentials(|name| (name == "EXPORT_PG_PASSWORD").then(|| PASSWORD.to_owned())).unwrap();
+    let mut sink = sensor::export::sink_from_config(&config, credentials).unwrap().expect("a sink");
+    assert_eq!(sink.name(), SINK_POSTGRES);
+    let batch = rows(&[event(7)]);
+    sink.send(&batch).await.expect("delivery with the password from the environment");
+    let client = pg.client(Some(PASSWORD)).await;
+    assert_eq!(stored_ids(&client).await, vec![batch[0].event_id.clone()]);
+}
