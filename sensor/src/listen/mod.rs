@@ -88,7 +88,7 @@ impl Sensor {
                 batch_size: config.storage.batch_size,
                 flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
                 queue_capacity: config.storage.queue_capacity,
-                max_db_bytes: (config.storage.max_db_mb > 0).then(|| config.storage.max_db_mb << 20),
+                max_db_bytes: (config.storage.max_db_mb > 0).then_some(config.storage.max_db_mb << 20),
                 reclaim_exported_for: sink.as_ref().map(|s| s.name()),
                 full_grace: Duration::from_millis(config.storage.full_grace_ms),
                 ..StoreOptions::default()

@@ -17,6 +17,9 @@
 //! The disk-full policy (kind `full`: `SQLITE_FULL` from a full disk, or the
 //! `storage.max_db_mb` cap): nothing is dropped while room can be made, and what is dropped is
 //! counted.
+//! 0. **Checkpoint**: `PRAGMA wal_checkpoint(TRUNCATE)` folds the WAL into the database and
+//!    truncates it (on a real disk the WAL is usually what filled it), then the batch is
+//!    retried; once per failure streak, and again after each reclaim.
 //! 1. **Reclaim**: when export is on, events the sink already acknowledged (rowid below its
 //!    cursor row, which is kept so new rowids stay above the cursor) are deleted, oldest first,
 //!    [`RECLAIM_CHUNK`] at a time, counted in `sensor_storage_reclaimed_events_total`; the batch
@@ -212,6 +215,8 @@ impl Writer {
         let mut failed = 0u32;
         // When this batch first failed with `full` and reclaiming found nothing (step 2).
         let mut full_since: Option<Instant> = None;
+        // Whether step 0 (WAL checkpoint) ran since this batch last failed with `full`.
+        let mut checkpointed = false;
         loop {
             let shutting_down = self.shared.lock().shutdown;
             if shutting_down && self.giving_up {
@@ -245,7 +250,16 @@ impl Writer {
                         s.failing = Some(kind);
                     });
                     if kind == "full" && !shutting_down {
+                        // The WAL, not the database, is what usually fills a real disk: fold it
+                        // back and truncate it once per streak (and again after a reclaim).
+                        if !checkpointed {
+                            checkpointed = true;
+                            if self.checkpoint() {
+                                continue;
+                            }
+                        }
                         if self.reclaim() > 0 {
+                            checkpointed = false;
                             continue;
                         }
                         let since = *full_since.get_or_insert_with(Instant::now);
@@ -282,6 +296,24 @@ impl Writer {
         }
     }
 
+    /// Step 0 of the disk-full policy: `PRAGMA wal_checkpoint(TRUNCATE)` copies the WAL into
+    /// the database and truncates it to zero bytes, which frees the disk space the WAL held.
+    /// Returns `true` when it completed (no reader blocked it).
+    fn checkpoint(&mut self) -> bool {
+        let result = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        match result {
+            Ok(0) => {
+                tracing::warn!("storage full: checkpointed and truncated the WAL");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "storage full: the WAL checkpoint failed");
+                false
+            }
+        }
+    }
+
     /// Step 1 of the disk-full policy: deletes up to [`RECLAIM_CHUNK`] of the oldest events the
     /// export sink acknowledged. Returns how many were deleted (0 when export is off, nothing
     /// is exported yet, or the delete itself failed).
@@ -311,7 +343,8 @@ impl Writer {
     /// events are counted in `sensor_storage_dropped_events_total{reason}`.
     fn drop_batch(&self, batch: &mut Vec<Pending>, reason: &'static str) {
         let n = batch.len() as u64;
-        batch.clear();
+        // Counters first, then the acks (dropping their senders): whoever sees an ack fail
+        // also sees the drop counted.
         self.metrics.storage_dropped(reason, n);
         self.metrics.storage_queue_depth.dec_by(n as i64);
         self.shared.update(|s| {
@@ -322,6 +355,7 @@ impl Writer {
                 s.dropped_full += n;
             }
         });
+        batch.clear();
     }
 }
 
