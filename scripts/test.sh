@@ -72,6 +72,12 @@ cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 log "cargo test --workspace --tests -- --ignored --nocapture (end-to-end with real kaspad)"
 cargo test --workspace --tests -- --ignored --nocapture --test-threads=1 2>&1 | tee -a "$results"
 
+# The fuzz smoke run: each fuzz/ target (a peer's Version and Addresses, the report protos,
+# sensor.toml) for P2P_FUZZ_SECONDS (default 60) s from fuzz/corpus/; fails on any crash. Its
+# build is kept in ~/.cache/p2p-sensor-fuzz (README.md, "Fuzzing").
+log "fuzz smoke: scripts/fuzz-smoke.sh ${P2P_FUZZ_SECONDS:-60}"
+bash scripts/fuzz-smoke.sh "${P2P_FUZZ_SECONDS:-60}"
+
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$results" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$results" | awk '{s += $2} END {print s + 0}')
 log "all checks passed"

@@ -51,18 +51,22 @@ pub fn time_to_direct_bucket(ms: u64) -> usize {
 /// The `q` quantile (0.0..=1.0) of a time-to-direct histogram, in ms, linearly interpolated
 /// inside the bucket it falls in (as Prometheus' `histogram_quantile` does). `None` when the
 /// histogram is empty; a quantile in the +Inf bucket returns the largest finite bound.
+///
+/// Counts are added up in `u128`: the collector sums reports' buckets with saturating adds, so
+/// any bucket may be `u64::MAX` (a `u64` total overflowed: a panic in debug builds, a wrong
+/// quantile in release builds; `fuzz/corpus/report/bucket-overflow`).
 pub fn bucket_quantile_ms(buckets: &[u64], q: f64) -> Option<u64> {
-    let total: u64 = buckets.iter().sum();
+    let total: u128 = buckets.iter().map(|count| u128::from(*count)).sum();
     if total == 0 {
         return None;
     }
     let rank = q.clamp(0.0, 1.0) * total as f64;
-    let mut seen = 0u64;
+    let mut seen = 0u128;
     for (i, count) in buckets.iter().enumerate() {
         if *count == 0 {
             continue;
         }
-        if (seen + count) as f64 >= rank {
+        if (seen + u128::from(*count)) as f64 >= rank {
             let Some(upper) = TIME_TO_DIRECT_BOUNDS_MS.get(i) else {
                 return TIME_TO_DIRECT_BOUNDS_MS.last().copied();
             };
@@ -70,7 +74,7 @@ pub fn bucket_quantile_ms(buckets: &[u64], q: f64) -> Option<u64> {
             let within = ((rank - seen as f64) / *count as f64).clamp(0.0, 1.0);
             return Some(lower + ((upper - lower) as f64 * within).round() as u64);
         }
-        seen += count;
+        seen += u128::from(*count);
     }
     TIME_TO_DIRECT_BOUNDS_MS.last().copied()
 }
@@ -101,5 +105,19 @@ mod tests {
         let mut slow = [0u64; TIME_TO_DIRECT_BUCKETS];
         slow[TIME_TO_DIRECT_BUCKETS - 1] = 1;
         assert_eq!(bucket_quantile_ms(&slow, 0.5), Some(60_000));
+    }
+
+    #[test]
+    fn quantile_of_saturated_buckets_does_not_overflow() {
+        // A saturated bucket plus any other count overflowed a u64 total (the fuzz input
+        // fuzz/corpus/report/bucket-overflow has u64::MAX and 1).
+        let mut buckets = [0u64; TIME_TO_DIRECT_BUCKETS];
+        buckets[0] = u64::MAX;
+        buckets[1] = 1;
+        assert_eq!(bucket_quantile_ms(&buckets, 0.5), Some(5));
+        buckets[1] = u64::MAX;
+        assert_eq!(bucket_quantile_ms(&buckets, 0.5), Some(10));
+        assert_eq!(bucket_quantile_ms(&buckets, 1.0), Some(25));
+        assert_eq!(bucket_quantile_ms(&[u64::MAX; TIME_TO_DIRECT_BUCKETS], 1.0), Some(60_000));
     }
 }

@@ -492,7 +492,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         cli: &CliOverrides,
     ) -> Result<(Config, Vec<String>)> {
-        let mut root = match file {
+        let root = match file {
             None => toml::Table::new(),
             Some(path) => {
                 let file_err = |reason: String| SensorError::ConfigFile { path: path.to_owned(), reason };
@@ -500,6 +500,28 @@ impl Config {
                 text.parse::<toml::Table>().map_err(|e| file_err(e.to_string()))?
             }
         };
+        Self::from_layers(root, env, cli)
+    }
+
+    /// The content of a `sensor.toml` (`text`) over the defaults, then
+    /// [`validate`](Self::validate)d: [`load`](Self::load) of a file holding `text`, without
+    /// environment variables or flags. The seam of the `config` fuzz target (`fuzz/`).
+    ///
+    /// Errors: [`SensorError::ConfigFile`] (path `<string>`) when `text` is not valid TOML;
+    /// [`SensorError::Config`] as for [`load`](Self::load).
+    pub fn from_toml_str(text: &str) -> Result<Config> {
+        let root = text
+            .parse::<toml::Table>()
+            .map_err(|e| SensorError::ConfigFile { path: PathBuf::from("<string>"), reason: e.to_string() })?;
+        Self::from_layers(root, std::iter::empty(), &CliOverrides::default()).map(|(config, _)| config)
+    }
+
+    /// [`load`](Self::load) after the file is parsed: `env` and `cli` over `root`, validated.
+    fn from_layers(
+        mut root: toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+        cli: &CliOverrides,
+    ) -> Result<(Config, Vec<String>)> {
         let mut warnings = Vec::new();
         let mut from_env: HashMap<&str, String> = HashMap::new();
         for (name, value) in env {

@@ -818,3 +818,24 @@ fn export_credentials_are_read_from_files_and_env_and_errors_name_the_key() {
     }
     assert_eq!(ExportConfig::default().credentials(no_env).unwrap(), ExportCredentials::default());
 }
+
+#[test]
+fn from_toml_str_is_load_of_a_file_with_that_text() {
+    let text = "network = \"devnet\"\n[listen]\nmax_peers_per_ip = 7\n";
+    let (from_file, _) = load(Some(text), &[], &CliOverrides::default()).unwrap();
+    let from_str = Config::from_toml_str(text).unwrap();
+    assert_eq!(from_str, from_file);
+    assert_eq!(from_str.listen.max_peers_per_ip, 7);
+    assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    match Config::from_toml_str("listen = [") {
+        Err(SensorError::ConfigFile { path, .. }) => assert_eq!(path, PathBuf::from("<string>")),
+        other => panic!("expected a ConfigFile error, got {other:?}"),
+    }
+    for (text, want) in [
+        ("[listen]\nmax_peer = 3\n", "listen.max_peer"),
+        ("[classify]\nprobe_attempts = 1\n", "classify.probe_attempts"),
+    ] {
+        let (key, _) = err_key(Config::from_toml_str(text).map(|c| (c, Vec::new())));
+        assert_eq!(key, want);
+    }
+}

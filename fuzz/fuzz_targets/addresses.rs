@@ -1,0 +1,69 @@
+//! Fuzz target `addresses`: a peer's `Addresses` message (protobuf bytes of kaspa-p2p-lib 2.1.0's
+//! `protowire.AddressesMessage`) through the sensor's gossip handling, entry by entry as the
+//! crawler's visit (`crawl/visit.rs`, `gossip`) and the listener (`listen/connection.rs`,
+//! `on_addresses`) do it: a reply over [`MAX_ADDRESSES_PER_REPLY`] is refused whole; each entry
+//! is converted by [`filter::socket_addr`], duplicates dropped, and the crawler's dial filter
+//! [`filter::check`] judges it with and without lab mode. Then our own `Addresses` answer to a
+//! `RequestAddresses` ([`keep_alive_reply`]) carrying the list.
+//!
+//! Properties: never panics; an entry converts exactly when its IP has 4 or 16 bytes and its
+//! port is at most 65535, to the same port and a canonical IP (IPv4-mapped IPv6 made IPv4);
+//! lab mode only relaxes the filter (a refusal in lab mode is the same refusal without it, and
+//! loopback/private refusals pass in lab mode); our answer carries the list unchanged.
+
+#![no_main]
+
+use std::{collections::HashSet, net::SocketAddr};
+
+use kaspa_p2p_lib::pb::{self, RequestAddressesMessage, kaspad_message::Payload};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use sensor::{
+    crawl::{
+        filter::{self, FilterReason},
+        visit::MAX_ADDRESSES_PER_REPLY,
+    },
+    kaspa::flows::keep_alive_reply,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(msg) = pb::AddressesMessage::decode(data) else { return };
+    let list = msg.address_list;
+    let request =
+        Payload::RequestAddresses(RequestAddressesMessage { include_all_subnetworks: false, subnetwork_id: None });
+    match keep_alive_reply(request, &list) {
+        Some(Payload::Addresses(reply)) => assert_eq!(reply.address_list, list),
+        other => panic!("RequestAddresses answered with {other:?}"),
+    }
+    if list.len() > MAX_ADDRESSES_PER_REPLY {
+        return;
+    }
+    let mut seen: HashSet<SocketAddr> = HashSet::new();
+    for entry in &list {
+        let well_formed = matches!(entry.ip.len(), 4 | 16) && entry.port <= u32::from(u16::MAX);
+        let addr = match filter::socket_addr(entry) {
+            Ok(addr) => addr,
+            Err(reason) => {
+                assert_eq!(reason, FilterReason::Malformed);
+                assert!(!well_formed, "refused a well-formed entry {entry:?}");
+                continue;
+            }
+        };
+        assert!(well_formed, "accepted a malformed entry {entry:?} as {addr}");
+        assert_eq!(u32::from(addr.port()), entry.port);
+        assert_eq!(addr.ip(), addr.ip().to_canonical(), "{addr} is not canonical");
+        if !seen.insert(addr) {
+            continue;
+        }
+        let public = filter::check(addr, false);
+        let lab = filter::check(addr, true);
+        match (public, lab) {
+            (Ok(()), lab) => assert_eq!(lab, Ok(()), "{addr}: allowed without lab mode, refused with it"),
+            (Err(FilterReason::Loopback | FilterReason::Private), lab) => assert_eq!(lab, Ok(()), "{addr}"),
+            (Err(reason), lab) => assert_eq!(lab, Err(reason), "{addr}"),
+        }
+        if let Err(reason) = public {
+            assert!(!matches!(reason, FilterReason::Malformed | FilterReason::PeerCap | FilterReason::MaxNodes));
+        }
+    }
+});
