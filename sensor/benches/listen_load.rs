@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench -p sensor --bench listen_load -- capacity [PEERS] [noprobe]   # default 5000
 //! cargo bench -p sensor --bench listen_load -- throughput [PEERS]   # default 2000
+//! cargo bench -p sensor --bench listen_load -- soak [HELD] [RATE] [SECS] [noprobe]   # 5000 1000 60
 //! ```
 //!
 //! * **capacity**: PEERS kept-alive inbound peers, each from its own 127.x.y.z source address
@@ -13,9 +14,21 @@
 //!   same load against a bare kaspa-p2p-lib accept loop (handshake only); prints both rates in
 //!   peers/s and their ratio.
 //!
+//! * **soak** (issue 7, "Load"): HELD kept-alive peers, then RATE new short-lived connections per
+//!   second (connect, handshake, leave) for SECS seconds while the held ones stay; prints
+//!   connections attempted / completed / refused by reason, events stored by kind and whether
+//!   they equal the connections made, the sensor's RSS (start, with held peers, peak, end), its
+//!   CPU seconds, and whether it stayed alive without a panic. The driver is
+//!   `sensor/tests/support/load.rs`, shared with the CI-sized test `sensor/tests/listen_soak.rs`;
+//!   its module docs define what each connection must store. Arguments may also be written
+//!   `HELD=…`, `RATE=…`, `SECS=…`.
+//!
 //! Peers advertise port 9 on their source address, where nothing listens, so every dial-back is
 //! refused twice (`private/refused`): the classification work is real but bounded by loopback.
 //! The sensor admits at most `listen.max_pending_handshakes` (32) handshakes at once, so clients run 16 at once.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
@@ -259,6 +272,41 @@ async fn throughput(peers: usize) {
     println!("throughput: ratio sensor/bare = {:.2}", sensor_rate / bare_rate);
 }
 
+/// `soak [HELD] [RATE] [SECS] [noprobe]`, positional or as `KEY=VALUE`.
+async fn soak(args: &[String]) {
+    use support::load::SoakPlan;
+    let mut plan = SoakPlan { held: 5000, rate: 1000, secs: 60, probe: true };
+    let mut positional = 0;
+    for arg in args {
+        let (key, value) = match arg.split_once('=') {
+            Some((k, v)) => (k.to_ascii_uppercase(), v),
+            None if arg == "noprobe" => {
+                plan.probe = false;
+                continue;
+            }
+            None => {
+                positional += 1;
+                (["HELD", "RATE", "SECS"].get(positional - 1).copied().unwrap_or("?").to_owned(), arg.as_str())
+            }
+        };
+        fn parse<T: std::str::FromStr>(arg: &str, value: &str) -> T {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("soak: bad argument {arg:?} (use soak [HELD] [RATE] [SECS] [noprobe])"))
+        }
+        match key.as_str() {
+            "HELD" => plan.held = parse(arg, value),
+            "RATE" => plan.rate = parse(arg, value),
+            "SECS" => plan.secs = parse(arg, value),
+            _ => panic!("soak: unknown argument {arg:?} (use soak [HELD] [RATE] [SECS] [noprobe])"),
+        }
+    }
+    println!("soak: open files limit {}", support::load::raise_fd_limit());
+    let dir = tempfile::tempdir().unwrap();
+    let report = support::load::soak(dir.path(), &plan).await;
+    report.print(&plan);
+}
+
 fn main() {
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -277,6 +325,9 @@ fn main() {
             runtime.block_on(capacity(peers, args.get(2).map(String::as_str) != Some("noprobe")))
         }
         "throughput" => runtime.block_on(throughput(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2000))),
-        other => eprintln!("unknown mode {other:?}: use capacity [PEERS] or throughput [PEERS]"),
+        "soak" => runtime.block_on(soak(&args[1..])),
+        other => {
+            eprintln!("unknown mode {other:?}: use capacity [PEERS], throughput [PEERS] or soak [HELD] [RATE] [SECS]")
+        }
     }
 }

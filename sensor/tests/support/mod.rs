@@ -5,9 +5,11 @@
 pub mod collector;
 pub mod http;
 pub mod kaspad;
+pub mod load;
 pub mod natlab;
 pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod punchlab;
 pub mod sensor_process;
+pub mod webhook;

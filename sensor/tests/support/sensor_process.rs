@@ -88,6 +88,11 @@ impl SensorProcess {
             .collect()
     }
 
+    /// The process id (for `/proc/PID/*` figures and signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status if the process has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().unwrap()
