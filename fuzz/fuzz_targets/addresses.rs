@@ -1,15 +1,17 @@
 //! Fuzz target `addresses`: a peer's `Addresses` message (protobuf bytes of kaspa-p2p-lib 2.1.0's
-//! `protowire.AddressesMessage`) through the sensor's gossip handling, entry by entry as the
+//! `protowire.AddressesMessage`) through [`filter::address_list`], the one conversion the
 //! crawler's visit (`crawl/visit.rs`, `gossip`) and the listener (`listen/connection.rs`,
-//! `on_addresses`) do it: a reply over [`MAX_ADDRESSES_PER_REPLY`] is refused whole; each entry
-//! is converted by [`filter::socket_addr`], duplicates dropped, and the crawler's dial filter
-//! [`filter::check`] judges it with and without lab mode. Then our own `Addresses` answer to a
-//! `RequestAddresses` ([`keep_alive_reply`]) carrying the list.
+//! `on_addresses`) both call: a reply over [`MAX_ADDRESSES_PER_REPLY`] is refused whole; each
+//! entry is converted by [`filter::socket_addr`], duplicates dropped. Then the crawler's dial
+//! filter [`filter::check`] judges each address with and without lab mode, and our own
+//! `Addresses` answer to a `RequestAddresses` ([`keep_alive_reply`]) carries the list.
 //!
-//! Properties: never panics; an entry converts exactly when its IP has 4 or 16 bytes and its
-//! port is at most 65535, to the same port and a canonical IP (IPv4-mapped IPv6 made IPv4);
-//! lab mode only relaxes the filter (a refusal in lab mode is the same refusal without it, and
-//! loopback/private refusals pass in lab mode); our answer carries the list unchanged.
+//! Properties: never panics; oversized exactly above the cap; an entry converts exactly when
+//! its IP has 4 or 16 bytes and its port is at most 65535, to the same port and a canonical IP
+//! (IPv4-mapped IPv6 made IPv4); the result is the distinct conversions in order, and
+//! malformed + duplicates + kept = entries; lab mode only relaxes the filter (a refusal in lab
+//! mode is the same refusal without it, and loopback/private refusals pass in lab mode); our
+//! answer carries the list unchanged.
 
 #![no_main]
 
@@ -35,26 +37,40 @@ fuzz_target!(|data: &[u8]| {
         Some(Payload::Addresses(reply)) => assert_eq!(reply.address_list, list),
         other => panic!("RequestAddresses answered with {other:?}"),
     }
-    if list.len() > MAX_ADDRESSES_PER_REPLY {
-        return;
-    }
+    let converted = match filter::address_list(&list) {
+        Ok(converted) => converted,
+        Err(len) => {
+            assert!(list.len() > MAX_ADDRESSES_PER_REPLY && len == list.len());
+            return;
+        }
+    };
+    assert!(list.len() <= MAX_ADDRESSES_PER_REPLY);
+    // The reference: entry by entry, as the visit and the listener did before sharing it.
     let mut seen: HashSet<SocketAddr> = HashSet::new();
+    let mut expected = Vec::new();
+    let mut malformed = 0;
     for entry in &list {
         let well_formed = matches!(entry.ip.len(), 4 | 16) && entry.port <= u32::from(u16::MAX);
-        let addr = match filter::socket_addr(entry) {
-            Ok(addr) => addr,
+        match filter::socket_addr(entry) {
+            Ok(addr) => {
+                assert!(well_formed, "accepted a malformed entry {entry:?} as {addr}");
+                assert_eq!(u32::from(addr.port()), entry.port);
+                assert_eq!(addr.ip(), addr.ip().to_canonical(), "{addr} is not canonical");
+                if seen.insert(addr) {
+                    expected.push(addr);
+                }
+            }
             Err(reason) => {
                 assert_eq!(reason, FilterReason::Malformed);
                 assert!(!well_formed, "refused a well-formed entry {entry:?}");
-                continue;
+                malformed += 1;
             }
-        };
-        assert!(well_formed, "accepted a malformed entry {entry:?} as {addr}");
-        assert_eq!(u32::from(addr.port()), entry.port);
-        assert_eq!(addr.ip(), addr.ip().to_canonical(), "{addr} is not canonical");
-        if !seen.insert(addr) {
-            continue;
         }
+    }
+    assert_eq!(converted.addresses, expected);
+    assert_eq!(converted.malformed, malformed);
+    assert_eq!(converted.malformed + converted.duplicates + converted.addresses.len(), list.len());
+    for addr in converted.addresses {
         let public = filter::check(addr, false);
         let lab = filter::check(addr, true);
         match (public, lab) {

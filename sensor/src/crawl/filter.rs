@@ -134,9 +134,61 @@ pub fn socket_addr(a: &pb::NetAddress) -> Result<SocketAddr, FilterReason> {
     Ok(SocketAddr::new(ip.to_canonical(), port))
 }
 
+/// A gossiped `Addresses` list after [`address_list`]: the distinct well-formed entries as
+/// socket addresses, in the order received, and how many entries were dropped and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressList {
+    pub addresses: Vec<SocketAddr>,
+    /// Entries [`socket_addr`] refused (IP not 4 or 16 bytes, port over 65535).
+    pub malformed: usize,
+    /// Well-formed entries equal to an earlier one of the same list.
+    pub duplicates: usize,
+}
+
+/// Converts one `Addresses` reply, as both the crawler's visit and the listener's gossip
+/// handling do: each entry by [`socket_addr`], duplicates dropped, order kept.
+///
+/// Errors: `Err(len)` when the list has more than
+/// [`MAX_ADDRESSES_PER_REPLY`](super::visit::MAX_ADDRESSES_PER_REPLY) entries (kaspad's own
+/// cap, `MAX_ADDRESSES_SEND`): the reply is refused whole, nothing of it is used.
+pub fn address_list(list: &[pb::NetAddress]) -> Result<AddressList, usize> {
+    if list.len() > super::visit::MAX_ADDRESSES_PER_REPLY {
+        return Err(list.len());
+    }
+    let mut out = AddressList { addresses: Vec::with_capacity(list.len()), ..AddressList::default() };
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    for entry in list {
+        match socket_addr(entry) {
+            Ok(addr) if seen.insert(addr) => out.addresses.push(addr),
+            Ok(_) => out.duplicates += 1,
+            Err(_) => out.malformed += 1,
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_list_keeps_distinct_well_formed_entries_in_order() {
+        let entry = |ip: &[u8], port: u32| pb::NetAddress { timestamp: 0, ip: ip.to_vec(), port };
+        let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4];
+        let list = [
+            entry(&[1, 2, 3, 4], 16111),
+            entry(&[9; 3], 1),            // malformed IP
+            entry(&[5, 6, 7, 8], 70_000), // malformed port
+            entry(&mapped, 16111),        // = the first, IPv4-mapped
+            entry(&[5, 6, 7, 8], 16111),
+        ];
+        let got = address_list(&list).unwrap();
+        let want: Vec<SocketAddr> = vec!["1.2.3.4:16111".parse().unwrap(), "5.6.7.8:16111".parse().unwrap()];
+        assert_eq!(got, AddressList { addresses: want, malformed: 2, duplicates: 1 });
+        let cap = super::super::visit::MAX_ADDRESSES_PER_REPLY;
+        assert_eq!(address_list(&vec![entry(&[1, 2, 3, 4], 1); cap]).map(|l| l.duplicates), Ok(cap - 1));
+        assert_eq!(address_list(&vec![entry(&[1, 2, 3, 4], 1); cap + 1]), Err(cap + 1));
+    }
 
     fn verdict(s: &str, lab: bool) -> Result<(), FilterReason> {
         check(s.parse().unwrap(), lab)

@@ -261,15 +261,11 @@ async fn gossip(
             Ok(Some(list)) => list,
             Ok(None) | Err(_) => return Ok(()),
         };
-        if list.len() > MAX_ADDRESSES_PER_REPLY {
-            return Err(VisitError::OversizedAddresses { count: list.len() });
-        }
+        let reply = filter::address_list(&list).map_err(|count| VisitError::OversizedAddresses { count })?;
+        result.malformed += reply.malformed as u64;
         let mut new = 0;
-        for entry in &list {
-            let Ok(addr) = filter::socket_addr(entry) else {
-                result.malformed += 1;
-                continue;
-            };
+        for addr in reply.addresses {
+            // Distinct within the reply; across this visit's replies too.
             if !seen.insert(addr) {
                 continue;
             }

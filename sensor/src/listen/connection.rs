@@ -284,21 +284,19 @@ impl Connection {
         let metrics = &self.inbound.ctx.metrics;
         let result = if !std::mem::take(&mut self.awaiting_addresses) {
             "unsolicited"
-        } else if list.len() > crate::crawl::visit::MAX_ADDRESSES_PER_REPLY {
-            "oversized"
         } else {
-            let mut seen = std::collections::HashSet::new();
-            let addresses: Vec<SocketAddr> = list
-                .iter()
-                .filter_map(|a| crate::crawl::filter::socket_addr(a).ok())
-                .filter(|a| seen.insert(*a))
-                .collect();
-            metrics.gossip_addresses.inc_by(addresses.len() as u64);
-            let ip = self.source.ip().to_canonical();
-            let gossiper = SocketAddr::new(ip, peer.advertised_port.unwrap_or(self.source.port()));
-            let at = time::OffsetDateTime::now_utc();
-            self.inbound.ctx.record_gossip(crate::store::gossip::Gossip { gossiper, at, addresses });
-            "recorded"
+            match crate::crawl::filter::address_list(list) {
+                Err(_) => "oversized",
+                Ok(reply) => {
+                    let addresses = reply.addresses;
+                    metrics.gossip_addresses.inc_by(addresses.len() as u64);
+                    let ip = self.source.ip().to_canonical();
+                    let gossiper = SocketAddr::new(ip, peer.advertised_port.unwrap_or(self.source.port()));
+                    let at = time::OffsetDateTime::now_utc();
+                    self.inbound.ctx.record_gossip(crate::store::gossip::Gossip { gossiper, at, addresses });
+                    "recorded"
+                }
+            }
         };
         metrics.gossip_messages.get_or_create(&ResultLabels { result }).inc();
     }
