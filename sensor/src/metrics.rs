@@ -98,6 +98,10 @@ pub struct Metrics {
     pub storage_errors: Family<KindLabels, Counter>,
     /// `sensor_storage_queue_depth`: events accepted but not yet committed.
     pub storage_queue_depth: Gauge,
+    /// `sensor_peer_disconnects_total{reason}`: held (handshaken) inbound peers that left, by
+    /// [`End`](crate::listen::connection::End) reason (`message_too_large`: over the 4 MiB
+    /// transport limit).
+    pub peer_disconnects: Family<ReasonLabels, Counter>,
     /// `sensor_storage_dropped_events_total{reason}`: events the store gave up on: `disk_full`
     /// (the disk-full policy's last step) or `shutdown` (still failing at shutdown).
     pub storage_dropped_events: Family<ReasonLabels, Counter>,
@@ -146,6 +150,7 @@ impl Metrics {
             storage_errors: Family::default(),
             storage_queue_depth: Gauge::default(),
             storage_dropped_events: Family::default(),
+            peer_disconnects: Family::default(),
             storage_reclaimed_events: Counter::default(),
             messages_received: Family::default(),
             gossip_messages: Family::default(),
@@ -211,6 +216,14 @@ impl Metrics {
             "Events accepted but not yet committed",
             m.storage_queue_depth.clone(),
         );
+        for end in crate::listen::connection::End::ALL {
+            let _ = m.peer_disconnects.get_or_create(&ReasonLabels { reason: end.as_str() });
+        }
+        registry.register(
+            "peer_disconnects",
+            "Handshaken inbound peers that left, by reason (message_too_large: over the transport limit)",
+            m.peer_disconnects.clone(),
+        );
         for reason in STORAGE_DROP_REASONS {
             let _ = m.storage_dropped_events.get_or_create(&ReasonLabels { reason });
         }
@@ -259,6 +272,11 @@ impl Metrics {
             let _ = m.report_pushes.get_or_create(&ResultLabels { result });
         }
         (std::sync::Arc::new(metrics), root)
+    }
+
+    /// Counts one held peer that left, by `reason` (`End::as_str`).
+    pub fn peer_disconnect(&self, reason: &'static str) {
+        self.peer_disconnects.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Counts `n` events dropped by the store for `reason` (`disk_full`, `shutdown`).

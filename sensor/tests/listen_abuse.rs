@@ -461,6 +461,11 @@ async fn an_oversized_message_ends_that_peer_and_no_other() {
     tokio::time::timeout(WAIT, ended).await.expect("the sensor ends the oversized peer's stream");
     let text = sensor.wait_for("the oversized peer dropped", |t| gauge(t, "sensor_connections_active") == 1.0).await;
     assert_eq!(rejections_total(&text), 0.0, "an accepted peer's failure is not a rejection: {text}");
+    let disconnects = |reason: &str| {
+        support::http::metric(&text, "sensor_peer_disconnects_total", &[("reason", reason)]).unwrap_or(-1.0)
+    };
+    assert_eq!(disconnects("message_too_large"), 1.0, "{text}");
+    assert_eq!(disconnects("stream_error") + disconnects("peer_closed"), 0.0, "{text}");
     let log = sensor.process.log_text();
     assert!(log.contains("peer stream failed") && log.contains("OutOfRange"), "{log}");
 

@@ -110,14 +110,32 @@ enum Phase {
     Closing,
 }
 
-/// Why a connection ends, for the log.
-#[derive(Debug, Clone, Copy)]
-enum End {
+/// Why a held peer's connection ends: the log, and the `reason` label of
+/// `sensor_peer_disconnects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
     PeerClosed,
-    /// The peer's stream failed (reset, undecodable or oversized message).
+    /// The peer's stream failed (reset, undecodable message).
     StreamError,
+    /// The peer sent a message over `MAX_MESSAGE_BYTES` (tonic's `OutOfRange`).
+    MessageTooLarge,
     HoldTimeExpired,
     Shutdown,
+}
+
+impl End {
+    pub const ALL: [End; 5] =
+        [Self::PeerClosed, Self::StreamError, Self::MessageTooLarge, Self::HoldTimeExpired, Self::Shutdown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PeerClosed => "peer_closed",
+            Self::StreamError => "stream_error",
+            Self::MessageTooLarge => "message_too_large",
+            Self::HoldTimeExpired => "hold_time_expired",
+            Self::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// The state of one inbound connection. See the module docs.
@@ -224,9 +242,10 @@ impl Connection {
             Err(status) => {
                 let (code, error) = (status.code(), status.message());
                 tracing::info!(peer = %self.source, ?code, %error, "peer stream failed");
+                let end = if code == tonic::Code::OutOfRange { End::MessageTooLarge } else { End::StreamError };
                 match self.phase {
                     Phase::Handshake(_) => self.reject(RejectReason::HandshakeFailed),
-                    _ => self.close(End::StreamError),
+                    _ => self.close(end),
                 }
             }
         }
@@ -417,8 +436,10 @@ impl Drop for Connection {
             Phase::Closing => {}
         }
         if self.active {
+            let end = self.end.unwrap_or(End::PeerClosed);
             self.inbound.ctx.metrics.connections_active.dec();
-            tracing::info!(peer = %self.source, reason = ?self.end.unwrap_or(End::PeerClosed), "peer disconnected");
+            self.inbound.ctx.metrics.peer_disconnect(end.as_str());
+            tracing::info!(peer = %self.source, reason = end.as_str(), "peer disconnected");
         }
     }
 }
