@@ -71,14 +71,18 @@ async fn start_relay_at(dir: &Path, port: u16, relay_id: PeerId) -> (SensorProce
     (relay, relay_id, tcp.with(Protocol::P2p(relay_id)), quic.with(Protocol::P2p(relay_id)))
 }
 
+/// A punch client's arguments. It listens on a port from [`free_port`], below the ephemeral
+/// range: its dials reuse that port, and a kernel-chosen one could also be some other socket's
+/// ephemeral source port (`EADDRINUSE` on every dial).
 fn punch_args(relay: &Multiaddr, data_dir: &Path, extra: &[String]) -> Vec<String> {
+    let port = free_port();
     let mut args: Vec<String> = vec![
         "punch".into(),
         "--relay".into(),
         relay.to_string(),
         "--listen".into(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+        format!("/ip4/127.0.0.1/tcp/{port}"),
+        format!("/ip4/127.0.0.1/udp/{port}/quic-v1"),
         "--data-dir".into(),
         data_dir.display().to_string(),
     ];

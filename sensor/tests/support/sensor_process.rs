@@ -191,16 +191,27 @@ impl Drop for SensorProcess {
     }
 }
 
-/// A port free for both TCP and UDP on 127.0.0.1 (a libp2p node's TCP and QUIC listeners).
+/// A port free for both TCP and UDP on 127.0.0.1 (a libp2p node's TCP and QUIC listeners),
+/// from 20000..32000: below Linux's ephemeral range (32768..60999 by default), so no outbound
+/// connection of a parallel test can take it as its source port between this check and the
+/// sensor's bind. (One did: a punch client's port-reusing dial from its listen port then failed
+/// with `EADDRINUSE` for a whole test.) Candidates start at a per-process offset and step
+/// through the range, at most 2,000 tries.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = std::process::id().wrapping_mul(7_919);
+    for _ in 0..2_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + offset.wrapping_add(n.wrapping_mul(97)) % SPAN) as u16;
+        let Ok(_tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) else { continue };
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no port free for both TCP and UDP");
+    panic!("no port in 20000..32000 free for both TCP and UDP");
 }
 
 /// `GET path` → (status, body), off the async runtime, bounded at 10 s.
