@@ -198,10 +198,11 @@ async fn per_ip_limit_rejects_and_is_stored() {
     sensor.shutdown().await.unwrap();
     let counts = Reader::open(&config.database_path()).unwrap().event_counts().unwrap();
     // The sensor refuses at TCP accept, one event per TCP connection; tonic's channel in the
-    // library redials once when the connection closes before its request went out.
-    let refused = rejected(&counts, "ip_limit");
-    assert!(matches!(refused, Some(1 | 2)), "{counts:?}");
-    assert_eq!((counts.accepted, counts.rejected), (1, refused.unwrap()), "{counts:?}");
+    // library redials when the connection closes before its request went out (1 to 3 times
+    // seen), so the count of refusals is the client's. Every one is `ip_limit`, and bounded.
+    let refused = rejected(&counts, "ip_limit").unwrap_or(0);
+    assert!((1..=8).contains(&refused), "{counts:?}");
+    assert_eq!((counts.accepted, counts.rejected), (1, refused), "{counts:?}");
     first.close().await;
 }
 
