@@ -156,9 +156,19 @@ fn metrics_value(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Optio
     (status == 200).then(|| support::http::metric(&body, name, labels)).flatten()
 }
 
-/// Handshakes as a devnet peer from `src` with `user_agent` and keeps the connection served.
-async fn peer(p2p: SocketAddr, src: IpAddr, user_agent: &str) -> JoinHandle<()> {
-    let mut version = LocalVersion { network: Network::Devnet, id: Uuid::new_v4(), address: None }.message();
+/// Peer id number `n` of this test. Fixed, not random, so that the HyperLogLog estimate of the
+/// report is deterministic: six random ids share one of the sketch's 4096 registers about 0.4 %
+/// of the time, and the estimate is then 5. The ids 1-5 and 99 hash (SHA-256) to six different
+/// registers, so the estimate is exactly 6 on every run; the test checks that from the ids it
+/// reads back from the database, so another choice of ids cannot bring a collision back silently.
+fn peer_uuid(n: u8) -> Uuid {
+    Uuid::from_u128(u128::from(n))
+}
+
+/// Handshakes as a devnet peer with id `id` from `src` with `user_agent` and keeps the
+/// connection served.
+async fn peer(p2p: SocketAddr, src: IpAddr, id: Uuid, user_agent: &str) -> JoinHandle<()> {
+    let mut version = LocalVersion { network: Network::Devnet, id, address: None }.message();
     version.user_agent = user_agent.to_owned();
     let mut conn = WireConnection::connect(p2p, Some(src), Duration::from_secs(5)).await.expect("connect");
     conn.handshake(version, Duration::from_secs(5)).await.expect("handshake");
@@ -207,8 +217,23 @@ fn summary(r: &Report) -> PeerSummary {
     r.peers.clone().expect("peer summary")
 }
 
+fn sketch(r: &Report) -> PeerIdSketch {
+    PeerIdSketch::from_bytes(&r.peers.as_ref().expect("peer summary").peer_id_sketch).expect("sketch")
+}
+
 fn sketch_estimate(r: &Report) -> u64 {
-    PeerIdSketch::from_bytes(&r.peers.as_ref().expect("peer summary").peer_id_sketch).expect("sketch").estimate()
+    sketch(r).estimate()
+}
+
+/// The sketch of `peer_ids` (32 hex characters each, as the database holds them).
+fn sketch_of(peer_ids: &[String]) -> PeerIdSketch {
+    let mut sketch = PeerIdSketch::new();
+    for text in peer_ids {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(text, &mut id).expect("a 16-byte peer id");
+        sketch.insert(&id);
+    }
+    sketch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,9 +254,10 @@ async fn reports_match_the_database_and_survive_a_collector_outage() {
     // Five accepted peers with distinct ids and two user agents, one refused (wrong network).
     let mut peers = Vec::new();
     for (i, ua) in ["/peer-a/", "/peer-a/", "/peer-a/", "/peer-b/", "/peer-b/"].into_iter().enumerate() {
-        peers.push(peer(p2p, IpAddr::from([127, 0, 9, i as u8 + 1]), ua).await);
+        let n = i as u8 + 1;
+        peers.push(peer(p2p, IpAddr::from([127, 0, 9, n]), peer_uuid(n), ua).await);
     }
-    let mut simnet = LocalVersion { network: Network::Simnet, id: Uuid::new_v4(), address: None }.message();
+    let mut simnet = LocalVersion { network: Network::Simnet, id: peer_uuid(99), address: None }.message();
     simnet.user_agent = "/peer-c/".into();
     let mut wrong =
         WireConnection::connect(p2p, Some(IpAddr::from([127, 0, 9, 99])), Duration::from_secs(5)).await.unwrap();
@@ -246,6 +272,10 @@ async fn reports_match_the_database_and_survive_a_collector_outage() {
     let settled_at = now_ms();
     let agents = [("/peer-a/", 3), ("/peer-b/", 2), ("/peer-c/", 1)].map(|(ua, n)| (ua.to_owned(), n));
     assert_eq!(expected.top_user_agents, agents, "distinct peers by their user agent");
+    let ids: Vec<String> = [1, 2, 3, 4, 5, 99].map(|n| peer_uuid(n).simple().to_string()).into();
+    assert_eq!(expected.peer_ids, ids, "the database holds the peers' ids");
+    let db_sketch = sketch_of(&expected.peer_ids);
+    assert_eq!(db_sketch.estimate(), 6, "the fixed ids fall into six different sketch registers");
 
     // A report read after that point carries exactly the database's content.
     let before_outage = eventually("a report of the settled database", &sensor, || {
@@ -255,6 +285,7 @@ async fn reports_match_the_database_and_survive_a_collector_outage() {
     assert_eq!(expected_from_report(&before_outage), expected);
     let p = before_outage.peers.as_ref().unwrap();
     assert!(p.peer_ids_complete);
+    assert_eq!(sketch(&before_outage), db_sketch, "the report's sketch is the sketch of the database's ids");
     assert_eq!(sketch_estimate(&before_outage), 6);
     let owner = before_outage.owner.as_ref().unwrap();
     assert_eq!((owner.namespace.as_str(), owner.kind.as_str(), owner.name.as_str()), ("lab", "SensorFleet", "fleet"));
