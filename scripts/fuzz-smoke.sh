@@ -18,7 +18,7 @@
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags). Installs cargo-fuzz when missing.
 set -euo pipefail
 
-# scripts/install-prereqs.sh installs the same version.
+# The version README.md's commands assume; installed below when missing (not a CI prerequisite).
 CARGO_FUZZ_VERSION="0.13.2"
 
 log() { printf '[fuzz-smoke] %s\n' "$*"; }

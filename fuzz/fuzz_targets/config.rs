@@ -1,42 +1,10 @@
-//! Fuzz target `config`: a `sensor.toml` and `SENSOR_*` environment variables through the
-//! sensor's configuration loading and validation ([`Config::from_toml_str`], [`Config::load`]).
-//!
-//! Input: UTF-8 (anything else is skipped). The text before the first NUL byte is the TOML file;
-//! after it, one `NAME=VALUE` environment variable per line.
-//!
-//! Properties: never panics; every refusal is a [`SensorError::Config`] or
-//! [`SensorError::ConfigFile`]; an accepted file's configuration, written back as TOML, loads
-//! again to the same configuration.
+//! Fuzz target `config`: the input and the properties checked are described in
+//! `fuzz/checks/config.rs`, which the corpus replay under `cargo test` (`sensor/tests/fuzz_corpus.rs`)
+//! calls too.
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use sensor::{
-    SensorError,
-    config::{CliOverrides, Config},
-};
+#[path = "../checks/config.rs"]
+mod checks;
 
-fn refused_as_config(result: Result<(), SensorError>) {
-    match result {
-        Ok(()) | Err(SensorError::Config { .. } | SensorError::ConfigFile { .. }) => {}
-        Err(other) => panic!("configuration refused with a non-configuration error: {other:?}"),
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let (file, env) = text.split_once('\0').unwrap_or((text, ""));
-    match Config::from_toml_str(file) {
-        Ok(config) => {
-            let written = toml::Table::try_from(&config).expect("an accepted configuration serializes").to_string();
-            let again = Config::from_toml_str(&written)
-                .unwrap_or_else(|e| panic!("written back as\n{written}\nit no longer loads: {e}"));
-            assert_eq!(again, config, "written back as\n{written}");
-        }
-        Err(e) => refused_as_config(Err(e)),
-    }
-    if !env.is_empty() {
-        let vars = env.lines().filter_map(|line| line.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned()));
-        refused_as_config(Config::load(None, vars, &CliOverrides::default()).map(|_| ()));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check(data));
