@@ -159,6 +159,7 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
         status_interval: INTERVAL,
         report_timeout: Duration::from_secs(60),
         resync_interval: Duration::from_secs(600),
+        report_warm_up: Duration::ZERO,
     };
 
     // Steady state: every fleet's children exist (as the watches would show them), ready.

@@ -30,6 +30,12 @@ pub struct Settings {
     /// Every child is re-applied at least this often, even when its spec hash is unchanged
     /// (reverts manual edits of fields the operator owns).
     pub resync_interval: Duration,
+    /// For this long after the collector starts, report-derived status fields are kept as the
+    /// resources' `.status` has them instead of being rebuilt from partial aggregates: after an
+    /// operator restart the collector is empty until each sensor reports again, and writing that
+    /// would flap every fleet's peers to 0 and back (found on a real API server). `operator run`
+    /// sets two report intervals plus one status interval; zero turns it off.
+    pub report_warm_up: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +49,7 @@ impl Default for Settings {
             status_interval: Duration::from_secs(10),
             report_timeout: Duration::from_secs(60),
             resync_interval: Duration::from_secs(600),
+            report_warm_up: Duration::ZERO,
         }
     }
 }

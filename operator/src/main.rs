@@ -146,6 +146,8 @@ fn options(args: RunArgs) -> RunOptions {
             status_interval: Duration::from_secs(args.status_interval_secs),
             report_timeout: Duration::from_secs(args.report_timeout_secs),
             resync_interval: Duration::from_secs(args.resync_secs),
+            report_warm_up: Duration::from_millis(2 * args.report_interval_ms)
+                + Duration::from_secs(args.status_interval_secs),
         },
         leader_election: args.leader_election,
         lease_name: args.lease_name,

@@ -206,6 +206,8 @@ pub struct ReportStore {
     published: Mutex<Published>,
     /// Serialises publishers so an older snapshot never replaces a newer one.
     publishing: Mutex<()>,
+    /// When this store was made (the collector started): see [`ReportStore::uptime`].
+    created: std::time::Instant,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -221,7 +223,15 @@ impl ReportStore {
             live: Mutex::new(Live::default()),
             published: Mutex::new(Published::default()),
             publishing: Mutex::new(()),
+            created: std::time::Instant::now(),
         }
+    }
+
+    /// Time since the store was made. Until every live sender has reported once (one report
+    /// interval after an operator restart) its aggregates are partial: the reconcilers keep the
+    /// report-derived status as it was meanwhile ([`crate::context::Settings::report_warm_up`]).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.created.elapsed()
     }
 
     /// The bounds this store enforces.

@@ -102,7 +102,13 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
 
     let workload = workload_state(ctx, namespace, name);
     let relay_problem = relay.as_ref().and_then(|r| r.as_ref().err());
-    let observed = Observed { invalid: invalid.as_deref(), workload, reports: reports.as_ref(), relay_problem };
+    let observed = Observed {
+        invalid: invalid.as_deref(),
+        workload,
+        reports: reports.as_ref(),
+        reports_pending: ctx.reports.uptime() < ctx.settings.report_warm_up,
+        relay_problem,
+    };
     let now = Time(ctx.now());
     let new_status = status::status(fleet, &observed, &now);
     let old_conditions = fleet.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();

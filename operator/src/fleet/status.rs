@@ -53,6 +53,9 @@ pub struct Observed<'a> {
     pub workload: Option<WorkloadState>,
     /// The collector's last published aggregate of the fleet's reports.
     pub reports: Option<&'a FleetAggregate>,
+    /// The collector started too recently for its aggregate to be complete (an operator
+    /// restart): the report-derived fields of the current status stand instead.
+    pub reports_pending: bool,
     /// Why `spec.relayRef` gives no hole-punch sidecar (relay missing, no PeerId, no address).
     pub relay_problem: Option<&'a RelayProblem>,
 }
@@ -60,7 +63,10 @@ pub struct Observed<'a> {
 /// The conditions, in the order Ready, Reconciling, Stalled, Degraded.
 pub fn desired_conditions(fleet: &SensorFleet, observed: &Observed<'_>) -> Vec<Desired> {
     use condition::{DEGRADED, READY, RECONCILING, STALLED};
-    let reporting = observed.reports.map_or(0, |r| r.reporting);
+    let reporting = match (observed.reports_pending, fleet.status.as_ref()) {
+        (true, Some(old)) => old.sensors.reporting,
+        _ => observed.reports.map_or(0, |r| r.reporting),
+    };
     let degraded = if fleet.spec.exposure.hides_source_ip() {
         Desired::new(
             DEGRADED,
@@ -129,7 +135,14 @@ pub fn status(fleet: &SensorFleet, observed: &Observed<'_>, now: &Time) -> Senso
         sensors: SensorCounts { desired: workload.desired, ready: workload.ready, reporting: 0 },
         ..SensorFleetStatus::default()
     };
-    if let Some(reports) = observed.reports {
+    if let (true, Some(old)) = (observed.reports_pending, fleet.status.as_ref()) {
+        status.sensors.reporting = old.sensors.reporting;
+        status.peers = old.peers.clone();
+        status.top_user_agents = old.top_user_agents.clone();
+        status.last_report_time = old.last_report_time.clone();
+        status.sensor_summaries = old.sensor_summaries.clone();
+        status.crawl = old.crawl.clone();
+    } else if let Some(reports) = observed.reports {
         status.sensors.reporting = reports.reporting;
         status.peers = reports.peers.clone();
         status.top_user_agents = reports.top_user_agents.clone();
@@ -194,5 +207,40 @@ mod tests {
         let value = serde_json::to_value(&s).unwrap();
         assert_eq!(value["crawl"]["reachableNodes"], 7, "the printer column's path");
         assert!(status(&f, &Observed::default(), &now).crawl.is_none());
+    }
+
+    #[test]
+    fn while_reports_are_pending_the_report_derived_status_stands() {
+        let mut f = fleet(serde_json::json!({"network": "devnet"}));
+        let workload = WorkloadState { desired: 2, ready: 2, up_to_date: true };
+        let now = Time("2026-12-05T00:00:00Z".parse().unwrap());
+        let full = FleetAggregate {
+            reporting: 2,
+            peers: crate::crd::FleetPeerCounts { public: 3, private: 5, ..Default::default() },
+            ..FleetAggregate::default()
+        };
+        let observed = Observed { workload: Some(workload), reports: Some(&full), ..Observed::default() };
+        let before = status(&f, &observed, &now);
+        assert_eq!((before.peers.public, before.peers.private, before.sensors.reporting), (3, 5, 2));
+        f.status = Some(before.clone());
+
+        // An operator restart: the collector is empty, then knows one of the two sensors.
+        let partial = FleetAggregate { reporting: 1, ..FleetAggregate::default() };
+        for reports in [None, Some(&partial)] {
+            let pending = Observed { workload: Some(workload), reports, reports_pending: true, ..Observed::default() };
+            assert_eq!(status(&f, &pending, &now), before, "no write while the collector warms up");
+            // Once warm, what the collector knows is the truth, even when it is less.
+            let warm = Observed { reports_pending: false, ..pending };
+            let after = status(&f, &warm, &now);
+            assert_eq!(after.sensors.reporting, reports.map_or(0, |r| r.reporting));
+            assert_eq!(after.peers.public, 0);
+            let ready = after.conditions.iter().find(|c| c.type_ == condition::READY).unwrap();
+            assert_eq!(ready.reason, "SensorsNotReporting");
+        }
+        // A new fleet has no status to keep: the aggregate is used as it is.
+        f.status = None;
+        let pending =
+            Observed { workload: Some(workload), reports: Some(&full), reports_pending: true, ..Observed::default() };
+        assert_eq!(status(&f, &pending, &now).peers.private, 5);
     }
 }

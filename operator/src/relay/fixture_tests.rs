@@ -173,6 +173,7 @@ fn status_matches_fixtures() {
             peer_id: f.observed.peer_id.as_deref(),
             workload: f.observed.deployment.as_ref().map(deployment_state),
             reports: reports.as_ref(),
+            reports_pending: false,
         };
         let actual = status(&f.relay, &observed, &f.now);
         assert!(

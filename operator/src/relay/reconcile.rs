@@ -92,6 +92,7 @@ async fn reconcile_inner(relay: &RelayNode, ctx: &Context) -> Result<Action> {
         peer_id: peer_id.as_deref(),
         workload,
         reports: reports.as_ref(),
+        reports_pending: ctx.reports.uptime() < ctx.settings.report_warm_up,
     };
     let now = Time(ctx.now());
     let new_status = status::status(relay, &observed, &now);

@@ -36,6 +36,9 @@ pub struct Observed<'a> {
     pub workload: Option<WorkloadState>,
     /// The collector's last published aggregate of the relay's and punchers' reports.
     pub reports: Option<&'a RelayAggregate>,
+    /// The collector started too recently for its aggregate to be complete (an operator
+    /// restart): the report-derived fields of the current status stand instead.
+    pub reports_pending: bool,
 }
 
 /// The conditions, in the order Ready, Reconciling, Stalled, Degraded.
@@ -79,7 +82,15 @@ pub fn desired_conditions(relay: &RelayNode, observed: &Observed<'_>) -> Vec<Des
         ];
     }
     let stalled = Desired::new(STALLED, false, "SpecValid", "");
-    let reporting = observed.reports.is_some_and(|r| r.reporting);
+    let was_reporting = relay
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.reason == "RelayReporting"));
+    let reporting = if observed.reports_pending && relay.status.is_some() {
+        was_reporting
+    } else {
+        observed.reports.is_some_and(|r| r.reporting)
+    };
     let (ready, reconciling) = match observed.workload {
         None => (
             Desired::new(READY, false, "WorkloadNotFound", "the relay Deployment does not exist yet"),
@@ -119,7 +130,13 @@ pub fn status(relay: &RelayNode, observed: &Observed<'_>, now: &Time) -> RelayNo
         peer_id: observed.peer_id.or(reported_peer_id).map(str::to_string),
         ..RelayNodeStatus::default()
     };
-    if let Some(reports) = observed.reports {
+    if let (true, Some(old)) = (observed.reports_pending, relay.status.as_ref()) {
+        status.multiaddrs = old.multiaddrs.clone();
+        status.reservations_active = old.reservations_active;
+        status.circuits_active = old.circuits_active;
+        status.hole_punch = old.hole_punch.clone();
+        status.last_report_time = old.last_report_time.clone();
+    } else if let Some(reports) = observed.reports {
         status.multiaddrs = reports.multiaddrs.clone();
         status.reservations_active = reports.reservations_active;
         status.circuits_active = reports.circuits_active;
@@ -181,5 +198,36 @@ mod tests {
         with_addresses["externalAddresses"] = serde_json::json!(["/ip4/203.0.113.7/tcp/4001"]);
         assert_eq!(degraded(&relay(with_addresses)), (false, "AsExpected"));
         assert_eq!(degraded(&relay(serde_json::json!({}))), (false, "AsExpected"), "host network derives them");
+    }
+
+    #[test]
+    fn while_reports_are_pending_the_relay_status_stands() {
+        let mut relay: RelayNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "p2psensor.dev/v1alpha1", "kind": "RelayNode",
+            "metadata": {"name": "edge", "namespace": "lab"}, "spec": {}
+        }))
+        .unwrap();
+        let workload = WorkloadState { desired: 1, ready: 1, up_to_date: true };
+        let now = Time("2026-12-05T00:00:00Z".parse().unwrap());
+        let reports = RelayAggregate {
+            reporting: true,
+            multiaddrs: vec!["/ip4/198.51.100.1/tcp/4001".into()],
+            reservations_active: 2,
+            hole_punch: crate::crd::HolePunchStats { attempts: 4, successes: 3, ..Default::default() },
+            ..RelayAggregate::default()
+        };
+        let observed = Observed { workload: Some(workload), reports: Some(&reports), ..Observed::default() };
+        let before = status(&relay, &observed, &now);
+        let ready = before.conditions.iter().find(|c| c.type_ == condition::READY).unwrap();
+        assert_eq!(ready.reason, "RelayReporting");
+        relay.status = Some(before.clone());
+        let pending =
+            Observed { workload: Some(workload), reports: None, reports_pending: true, ..Observed::default() };
+        assert_eq!(status(&relay, &pending, &now), before, "no write while the collector warms up");
+        let warm = Observed { reports_pending: false, ..pending };
+        let after = status(&relay, &warm, &now);
+        assert_eq!((after.hole_punch.attempts, after.multiaddrs.len()), (0, 0));
+        let ready = after.conditions.iter().find(|c| c.type_ == condition::READY).unwrap();
+        assert_eq!(ready.reason, "RelayNotReporting");
     }
 }

@@ -67,6 +67,7 @@ pub fn settings() -> Settings {
         status_interval: Duration::from_secs(10),
         report_timeout: Duration::from_secs(60),
         resync_interval: Duration::from_secs(600),
+        report_warm_up: Duration::ZERO,
     }
 }
 
