@@ -79,16 +79,20 @@ where
     matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// When each object's children were last applied in full.
+/// When each object's children were last applied in full. A process that starts trusts the
+/// spec-hash annotations it finds: an object's first full apply comes one `every` after this
+/// process first saw it, not at once, so that an operator restart writes nothing when nothing
+/// changed (a forced apply of every child of every resource was found on a real API server).
 #[derive(Debug, Default)]
 pub struct Resync {
     last_full: Mutex<HashMap<String, Instant>>,
 }
 
 impl Resync {
-    /// True when `key` was never applied in full by this process or longer than `every` ago.
+    /// True when `key` was applied in full (or first seen) by this process `every` or longer ago.
     pub fn due(&self, key: &str, every: Duration) -> bool {
-        self.last_full.lock().unwrap_or_else(|e| e.into_inner()).get(key).is_none_or(|t| t.elapsed() >= every)
+        let mut last = self.last_full.lock().unwrap_or_else(|e| e.into_inner());
+        last.entry(key.to_string()).or_insert_with(Instant::now).elapsed() >= every
     }
 
     /// Records a complete full apply of `key`.
@@ -117,5 +121,21 @@ impl Context {
     /// Current time from the context's clock.
     pub fn now(&self) -> jiff::Timestamp {
         (self.clock)()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_apply_is_due_one_interval_after_first_sight_not_at_it() {
+        let resync = Resync::default();
+        let hour = Duration::from_secs(3600);
+        assert!(!resync.due("ns/a", hour), "a restarted operator does not re-apply at once");
+        assert!(!resync.due("ns/a", hour));
+        assert!(resync.due("ns/a", Duration::ZERO), "due once the interval has passed");
+        resync.done("ns/b");
+        assert!(!resync.due("ns/b", hour));
     }
 }
