@@ -25,6 +25,15 @@ pub const MAX_SENSOR_SUMMARIES: usize = 50;
 /// targets of its `punch` sidecars. Sensor counts, peers and summaries come from the listeners'
 /// reports only; punch clients' reports ([`is_punch_report`]) only feed `punch_targets`, and
 /// crawlers' reports ([`is_crawl_report`]) only feed `crawl`.
+
+/// `ts` as a status time: whole seconds, because that is what a `metav1.Time` keeps (k8s-openapi
+/// writes RFC 3339 seconds). A finer time never equals the status read back, so every status
+/// write was followed by a second, no-op write when the watch delivered it (seen on a real API
+/// server: two status patches per resource per interval).
+pub fn status_time(ts: Timestamp) -> Time {
+    Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts))
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FleetAggregate {
     /// Sensors (senders that are neither punch clients nor crawlers) with a stored report.
@@ -139,7 +148,7 @@ pub fn crawl_stats<'a>(
     });
     if let Some((_, c)) = latest {
         stats.last_crawl_duration_ms = Some(to_i64(c.last_duration_ms));
-        stats.last_crawl_time = Timestamp::from_millisecond(c.last_finished_unix_ms).ok().map(Time);
+        stats.last_crawl_time = Timestamp::from_millisecond(c.last_finished_unix_ms).ok().map(status_time);
         stats.last_visited = to_i64(c.last_visited);
         stats.last_reachable = to_i64(c.last_reachable);
         stats.unreachable_by_class = c
@@ -232,7 +241,7 @@ pub fn aggregate_fleet(
                 public: to_i64(p.public),
                 private: to_i64(p.private),
                 unknown: to_i64(p.unknown),
-                last_report_time: Some(Time(r.received_at)),
+                last_report_time: Some(status_time(r.received_at)),
             }
         })
         .collect();
@@ -361,5 +370,19 @@ fn hole_punch_stats(punch_reports: &[StoredReport]) -> HolePunchStats {
                 success_rate: success_rate(successes, attempts),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod status_time_tests {
+    use super::*;
+
+    #[test]
+    fn a_status_time_survives_the_round_trip_through_the_api_server() {
+        let t: Timestamp = "2026-12-05T10:28:00.085641Z".parse().unwrap();
+        let written = status_time(t);
+        let read_back: Time = serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
+        assert_eq!(read_back, written, "what is written equals what the watch delivers");
+        assert_eq!(written.0.as_second(), t.as_second());
     }
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -109,7 +108,7 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
         reports_pending: ctx.reports.uptime() < ctx.settings.report_warm_up,
         relay_problem,
     };
-    let now = Time(ctx.now());
+    let now = crate::collector::aggregate::status_time(ctx.now());
     let new_status = status::status(fleet, &observed, &now);
     let old_conditions = fleet.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     if fleet.status.as_ref() != Some(&new_status) {

@@ -146,7 +146,7 @@ pub fn status(fleet: &SensorFleet, observed: &Observed<'_>, now: &Time) -> Senso
         status.sensors.reporting = reports.reporting;
         status.peers = reports.peers.clone();
         status.top_user_agents = reports.top_user_agents.clone();
-        status.last_report_time = reports.last_report_time.map(Time);
+        status.last_report_time = reports.last_report_time.map(crate::collector::aggregate::status_time);
         status.sensor_summaries = reports.summaries.clone();
         status.crawl = reports.crawl.clone();
     }

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -94,7 +93,7 @@ async fn reconcile_inner(relay: &RelayNode, ctx: &Context) -> Result<Action> {
         reports: reports.as_ref(),
         reports_pending: ctx.reports.uptime() < ctx.settings.report_warm_up,
     };
-    let now = Time(ctx.now());
+    let now = crate::collector::aggregate::status_time(ctx.now());
     let new_status = status::status(relay, &observed, &now);
     let old_conditions = relay.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     if relay.status.as_ref() != Some(&new_status) {

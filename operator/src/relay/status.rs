@@ -141,7 +141,7 @@ pub fn status(relay: &RelayNode, observed: &Observed<'_>, now: &Time) -> RelayNo
         status.reservations_active = reports.reservations_active;
         status.circuits_active = reports.circuits_active;
         status.hole_punch = reports.hole_punch.clone();
-        status.last_report_time = reports.last_report_time.map(Time);
+        status.last_report_time = reports.last_report_time.map(crate::collector::aggregate::status_time);
     }
     status
 }
