@@ -69,6 +69,24 @@ pub struct Caches {
     pub secrets: Store<Secret>,
 }
 
+impl Caches {
+    /// True once every cache has its first complete list. Before that a child missing from its
+    /// cache is indistinguishable from one that does not exist, and would be applied again
+    /// (found on a real API server: every ServiceAccount re-applied after an operator restart,
+    /// whose reconciles began before the ServiceAccount cache was listed).
+    pub fn all_synced(&self) -> bool {
+        synced(&self.fleets)
+            && synced(&self.relays)
+            && synced(&self.stateful_sets)
+            && synced(&self.daemon_sets)
+            && synced(&self.deployments)
+            && synced(&self.services)
+            && synced(&self.config_maps)
+            && synced(&self.service_accounts)
+            && synced(&self.secrets)
+    }
+}
+
 /// True once `store` has its first complete list. Never blocks: a store's readiness is a oneshot
 /// that wakes only its latest waiter, so it is polled rather than awaited.
 pub fn synced<K>(store: &Store<K>) -> bool

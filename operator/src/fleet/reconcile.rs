@@ -29,7 +29,7 @@ use crate::labels::SPEC_HASH_ANNOTATION;
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "sensorfleet";
 
-/// Requeue delay of a fleet with `spec.relayRef` while the caches it reads have not been listed.
+/// Requeue delay while the caches the reconcilers read have not been listed.
 pub const CACHE_WAIT: Duration = Duration::from_secs(1);
 
 /// Reconciles one fleet. On success the fleet is requeued after the status interval (reports
@@ -63,11 +63,9 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     let namespace = fleet.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let key = object_key(fleet);
     let caches = &ctx.caches;
-    if fleet.spec.relay_ref.is_some()
-        && !(synced(&caches.relays) && synced(&caches.stateful_sets) && synced(&caches.daemon_sets))
-    {
-        // Before their first list the relay would look missing and the sidecar would be removed
-        // (restarting every pod) only to come back a moment later.
+    if !caches.all_synced() {
+        // Before their first list children look missing (and would be applied again) and the
+        // relay too (its sidecar would be removed, restarting every pod, then come back).
         tracing::debug!(fleet = %key, "caches not synced yet; waiting");
         return Ok(Action::requeue(CACHE_WAIT));
     }

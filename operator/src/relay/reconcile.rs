@@ -54,6 +54,10 @@ async fn reconcile_inner(relay: &RelayNode, ctx: &Context) -> Result<Action> {
     let name = relay.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
     let namespace = relay.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let key = object_key(relay);
+    if !ctx.caches.all_synced() {
+        tracing::debug!(relay = %key, "caches not synced yet; waiting");
+        return Ok(Action::requeue(crate::fleet::reconcile::CACHE_WAIT));
+    }
     let invalid = validate(relay, &ctx.settings.build.sensor_image).err();
     let mut invalid_identity = None;
     let mut peer_id = None;
