@@ -21,11 +21,6 @@ pub const MAX_FLEET_USER_AGENTS: usize = 10;
 /// Most per-sensor summaries a fleet aggregate lists (the rest are only counted).
 pub const MAX_SENSOR_SUMMARIES: usize = 50;
 
-/// What the sensors of one SensorFleet reported, as its status shows it, and the hole-punch
-/// targets of its `punch` sidecars. Sensor counts, peers and summaries come from the listeners'
-/// reports only; punch clients' reports ([`is_punch_report`]) only feed `punch_targets`, and
-/// crawlers' reports ([`is_crawl_report`]) only feed `crawl`.
-
 /// `ts` as a status time: whole seconds, because that is what a `metav1.Time` keeps (k8s-openapi
 /// writes RFC 3339 seconds). A finer time never equals the status read back, so every status
 /// write was followed by a second, no-op write when the watch delivered it (seen on a real API
@@ -33,6 +28,11 @@ pub const MAX_SENSOR_SUMMARIES: usize = 50;
 pub fn status_time(ts: Timestamp) -> Time {
     Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts))
 }
+
+/// What the sensors of one SensorFleet reported, as its status shows it, and the hole-punch
+/// targets of its `punch` sidecars. Sensor counts, peers and summaries come from the listeners'
+/// reports only; punch clients' reports ([`is_punch_report`]) only feed `punch_targets`, and
+/// crawlers' reports ([`is_crawl_report`]) only feed `crawl`.
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FleetAggregate {
