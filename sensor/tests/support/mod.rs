@@ -2,6 +2,7 @@
 //! processes with log files, and a std-only HTTP GET. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod collector;
 pub mod http;
 pub mod kaspad;

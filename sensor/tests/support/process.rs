@@ -38,6 +38,25 @@ impl NsProcess {
         Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf(), exit: None })
     }
 
+    /// Starts `program args…` in the root namespace (no `ip netns exec`), otherwise like
+    /// [`NsProcess::spawn`].
+    pub fn spawn_host(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Self, String> {
+        let out = File::create(log).map_err(|e| format!("{name}: create {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| format!("{name}: clone log handle: {e}"))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).envs(env.iter().copied());
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        let child = cmd.spawn().map_err(|e| format!("{name}: spawn {}: {e}", program.display()))?;
+        eprintln!("[proc] started {name} (pid {}): {} {}", child.id(), program.display(), args.join(" "));
+        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf(), exit: None })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
