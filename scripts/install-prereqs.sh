@@ -14,7 +14,7 @@
 set -euo pipefail
 
 KASPAD_VERSION="2.1.0"
-DEB_PACKAGES=(protobuf-compiler clang libclang-dev g++ iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv shellcheck postgresql)
+DEB_PACKAGES=(protobuf-compiler clang libclang-dev g++ iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv shellcheck postgresql openssl util-linux)
 # The chart validation's virtualenv (scripts/test.sh uses the same path).
 CHART_VENV="${P2P_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/venv}"
 CHART_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/requirements-chart.txt"
@@ -140,5 +140,14 @@ else
         exit 1
     }
 fi
+
+# --- Kubernetes from upstream Go modules -------------------------------------------------------
+if ! command -v go >/dev/null 2>&1; then
+    log "ERROR: go not found on PATH: the real-cluster test builds Kubernetes with it (Go >= 1.24)"
+    exit 1
+fi
+started=$SECONDS
+bash "$(dirname "${BASH_SOURCE[0]}")/build-kubernetes.sh"
+log "kubernetes binaries: ready in $((SECONDS - started)) s ($(bash "$(dirname "${BASH_SOURCE[0]}")/build-kubernetes.sh" --print-bin-dir))"
 
 log "done"
