@@ -25,17 +25,9 @@ impl NsProcess {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Result<Self, String> {
-        let out = File::create(log).map_err(|e| format!("{name}: create {}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| format!("{name}: clone log handle: {e}"))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns]).arg(program).args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        let child = cmd.spawn().map_err(|e| format!("{name}: spawn ip netns exec {ns} {}: {e}", program.display()))?;
-        eprintln!("[lab] started {name} (pid {}) in {ns}: {} {}", child.id(), program.display(), args.join(" "));
-        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf(), exit: None })
+        Self::start(name, cmd, env, log, &format!("in {ns}: {} {}", program.display(), args.join(" ")))
     }
 
     /// Starts `program args…` in the root namespace (no `ip netns exec`), otherwise like
@@ -47,13 +39,19 @@ impl NsProcess {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Result<Self, String> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::start(name, cmd, env, log, &format!("{} {}", program.display(), args.join(" ")))
+    }
+
+    /// Runs `cmd` with `env`, stdout and stderr into `log`; `what` names it in messages.
+    fn start(name: &str, mut cmd: Command, env: &[(&str, &str)], log: &Path, what: &str) -> Result<Self, String> {
         let out = File::create(log).map_err(|e| format!("{name}: create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| format!("{name}: clone log handle: {e}"))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args).envs(env.iter().copied());
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        let child = cmd.spawn().map_err(|e| format!("{name}: spawn {}: {e}", program.display()))?;
-        eprintln!("[proc] started {name} (pid {}): {} {}", child.id(), program.display(), args.join(" "));
+        let child = cmd.spawn().map_err(|e| format!("{name}: spawn {what}: {e}"))?;
+        eprintln!("[lab] started {name} (pid {}) {what}", child.id());
         Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf(), exit: None })
     }
 
