@@ -680,13 +680,14 @@ fn object(kind: &str, name: &str, spec: Value) -> Value {
 
 fn crds_and_cel(admin: &Kubectl) -> Result<(), String> {
     admin.run(&["apply", "--server-side", "--field-manager=e2e", "-f", &format!("{REPO}/crds/")])?;
-    admin.run(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/sensorfleets.p2psensor.dev",
-        "crd/relaynodes.p2psensor.dev",
-    ])?;
+    // Polled: `kubectl wait` fails outright on a CRD whose status has no conditions yet.
+    for crd in ["sensorfleets.p2psensor.dev", "relaynodes.p2psensor.dev"] {
+        wait_until(&format!("{crd} Established"), WAIT, || {
+            let c = admin.json(&["get", "crd", crd])?;
+            let conditions = c["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            Ok(conditions.iter().any(|c| c["type"] == "Established" && c["status"] == "True").then_some(()))
+        })?;
+    }
     for crd in ["sensorfleets.p2psensor.dev", "relaynodes.p2psensor.dev"] {
         let c = admin.json(&["get", "crd", crd])?;
         for cond in c["status"]["conditions"].as_array().cloned().unwrap_or_default() {
