@@ -141,15 +141,23 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
 
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let (fleets_store, mut fleets_w) = reflector::store();
-    let (relays, _relays_w) = reflector::store();
-    let (stateful_sets, mut sts_w) = reflector::store();
-    let (daemon_sets, _ds_w) = reflector::store();
-    let (deployments, _dep_w) = reflector::store();
-    let (services, mut svc_w) = reflector::store();
-    let (config_maps, mut cm_w) = reflector::store();
-    let (service_accounts, mut sa_w) = reflector::store();
-    let (secrets, _sec_w) = reflector::store();
+    // Every cache has had its first list, as after start-up: the reconcilers wait for that.
+    macro_rules! listed {
+        () => {{
+            let (reader, mut writer) = reflector::store();
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            (reader, writer)
+        }};
+    }
+    let (fleets_store, mut fleets_w) = listed!();
+    let (relays, _relays_w) = listed!();
+    let (stateful_sets, mut sts_w) = listed!();
+    let (daemon_sets, _ds_w) = listed!();
+    let (deployments, _dep_w) = listed!();
+    let (services, mut svc_w) = listed!();
+    let (config_maps, mut cm_w) = listed!();
+    let (service_accounts, mut sa_w) = listed!();
+    let (secrets, _sec_w) = listed!();
     let settings = Settings {
         build: BuildSettings {
             sensor_image: "sensor:bench".into(),
