@@ -86,6 +86,20 @@ impl Default for Shutdown {
     }
 }
 
+/// The operator's `User-Agent` on every API request: `p2p-sensor-operator/<version>`, so that an
+/// API server's audit log and `apiserver_request_total` consumers can tell its requests apart
+/// (kube-rs sends none by default).
+pub const USER_AGENT: &str = concat!("p2p-sensor-operator/", env!("CARGO_PKG_VERSION"));
+
+/// A client from the in-cluster or kubeconfig configuration ([`kube::Config::infer`]) that sends
+/// [`USER_AGENT`]. Errors: [`Error::Config`] when no configuration is found or it is unusable.
+async fn client() -> Result<Client> {
+    let mut config =
+        kube::Config::infer().await.map_err(|e| Error::Config(format!("no Kubernetes client configuration: {e}")))?;
+    config.headers.push((::http::header::USER_AGENT, ::http::HeaderValue::from_static(USER_AGENT)));
+    Client::try_from(config).map_err(|e| Error::Config(format!("unusable Kubernetes client configuration: {e}")))
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn termination_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -155,8 +169,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
     ));
     let publisher = tokio::spawn(publish_loop(reports.clone(), collector_metrics, options.clone(), shutdown.clone()));
 
-    let client =
-        Client::try_default().await.map_err(|e| Error::Config(format!("no Kubernetes client configuration: {e}")))?;
+    let client = client().await?;
 
     // Leader election: only the Lease holder reconciles (and is Ready).
     let mut lease = None;

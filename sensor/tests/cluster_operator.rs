@@ -829,14 +829,23 @@ fn summarize(writes: &[String]) -> String {
 /// (resource, verb) pairs its role grants but it never used are printed as findings.
 fn rbac_findings(cluster: &Cluster) -> Result<(), String> {
     let events = cluster.audit_events();
-    let mine: Vec<&Value> =
-        events.iter().filter(|e| e["user"]["username"] == OPERATOR_USER && e["stage"] == "ResponseComplete").collect();
+    // The test's own `kubectl auth whoami` with the operator's token is not the operator.
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["user"]["username"] == OPERATOR_USER && e["stage"] == "ResponseComplete")
+        .filter(|e| !e["userAgent"].as_str().unwrap_or("").starts_with("kubectl/"))
+        .collect();
     let denied: Vec<String> = mine
         .iter()
         .filter(|e| e["responseStatus"]["code"] == 403)
         .map(|e| format!("{} {} {}", e["verb"], e["objectRef"]["resource"], e["objectRef"]["namespace"]))
         .collect();
     ensure(denied.is_empty(), || format!("the operator was denied: {denied:?}"))?;
+    // Every request says who sent it, so that audit logs and request metrics can tell it apart.
+    let agents: BTreeSet<&str> = mine.iter().map(|e| e["userAgent"].as_str().unwrap_or("(none)")).collect();
+    ensure(agents.iter().all(|a| a.starts_with("p2p-sensor-operator/")), || {
+        format!("the operator's requests carry User-Agent {agents:?}, not p2p-sensor-operator/<version>")
+    })?;
     let used: BTreeSet<(String, String)> = mine
         .iter()
         .map(|e| {
