@@ -1,21 +1,13 @@
-//! Operator load benchmark: N SensorFleets × M sensors, each sensor pushing a cumulative report
-//! every 10 s over real gRPC to the real collector, while the real reconciler requeues every
-//! fleet every 10 s against a mocked API server that answers instantly (there is no API server
-//! on these machines). Prints operator RSS, reconcile p50/p99 and status patches per second.
-//!
-//! ```text
-//! cargo bench -p operator --bench fleet_load -- [fleets=1000] [sensors=5] [secs=60] [peers=100]
-//! ```
-//! The report load runs in a child process (this binary, `load` mode) so that the RSS printed is
-//! the operator's alone: caches, collector store, reconciler and the mock API server.
+//! The mocked API server run: the real reconciler (`operator::fleet::reconcile`) and collector in
+//! this process, every fleet requeued every [`INTERVAL`] at most 8 at once (`--concurrency 8`),
+//! against a tower-test API server that answers every request at once and feeds status patches
+//! back into the fleet objects. Prints RSS, reconcile p50/p99 and status patches per fleet.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use http::{Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use kube::Client;
@@ -31,54 +23,15 @@ use operator::crd::{SensorFleet, SensorFleetStatus};
 use operator::fleet::build::{BuildSettings, Workload, build};
 use operator::metrics::Metrics;
 use prometheus_client::registry::Registry;
-use sensor_report::v1::collector_client::CollectorClient;
-use sensor_report::v1::{Owner, PeerSummary, Report, UserAgentCount};
-use sensor_report::{OWNER_SENSOR_FLEET, PeerIdSketch};
 use serde_json::Value;
 
-const INTERVAL: Duration = Duration::from_secs(10);
-
-fn arg(args: &[String], i: usize, default: u64) -> u64 {
-    args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    if args.first().map(String::as_str) == Some("load") {
-        let addr: SocketAddr = args[1].parse().unwrap();
-        let [fleets, sensors, secs, peers] = [2, 3, 4, 5].map(|i| arg(&args, i, 0));
-        runtime.block_on(load(addr, fleets, sensors, secs, peers));
-        return;
-    }
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it: a
-    // small smoke pass that checks the pipeline end to end instead of measuring it.
-    let bench = std::env::args().any(|a| a == "--bench");
-    let fleets = arg(&args, 0, if bench { 1000 } else { 20 });
-    let sensors = arg(&args, 1, if bench { 5 } else { 2 });
-    let secs = arg(&args, 2, if bench { 60 } else { 12 });
-    let peers = arg(&args, 3, 100);
-    runtime.block_on(operator_side(fleets, sensors, secs, peers, bench));
-}
-
-/// VmRSS and VmHWM of this process, MiB.
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
+use crate::{INTERVAL, fleet_key, percentile, rss_mib, spawn_load};
 
 fn fleet(i: u64, sensors: u64) -> SensorFleet {
+    let (namespace, name) = fleet_key(i);
     let mut fleet: SensorFleet = serde_json::from_value(serde_json::json!({
         "apiVersion": "p2psensor.dev/v1alpha1", "kind": "SensorFleet",
-        "metadata": {"name": format!("fleet-{i}"), "namespace": format!("ns-{}", i % 20),
+        "metadata": {"name": name, "namespace": namespace,
                      "uid": format!("00000000-0000-0000-0000-{i:012}"), "generation": 1},
         "spec": {"network": "mainnet", "mode": "StatefulSet", "replicas": sensors}
     }))
@@ -124,8 +77,10 @@ where
     writer.apply_watcher_event(&watcher::Event::Apply(object));
 }
 
-async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench: bool) {
-    let (rss_start, _) = rss_mib();
+/// The mocked run; with `bench` false, a smoke pass that asserts every fleet's status reflects
+/// every sensor's report at the end.
+pub async fn run(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench: bool) {
+    let (rss_start, _) = rss_mib("self");
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let collector_metrics = CollectorMetrics::register(&mut registry);
@@ -190,7 +145,7 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
             cache(&mut sts_w, sts);
         }
         fleets_w.apply_watcher_event(&watcher::Event::Apply(f.clone()));
-        fleets.lock().unwrap().insert(format!("fleet-{i}"), Arc::new(f));
+        fleets.lock().unwrap().insert(fleet_key(i).1, Arc::new(f));
     }
     let patches = Arc::new(AtomicU64::new(0));
     tokio::spawn(mock_api(handle, fleets.clone(), patches.clone()));
@@ -215,14 +170,10 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
         resync: Resync::default(),
         clock: Arc::new(jiff::Timestamp::now),
     });
-    let (rss_cached, _) = rss_mib();
+    let (rss_cached, _) = rss_mib("self");
 
     // The report load, in its own process.
-    let mut loader = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["load", &collector_addr.to_string()])
-        .args([n_fleets, sensors, secs, peers].map(|n| n.to_string()))
-        .spawn()
-        .expect("spawn the load generator");
+    let mut loader = spawn_load(collector_addr, n_fleets, sensors, secs, peers);
 
     // Publish every interval, as `operator run` does.
     let publisher = {
@@ -250,7 +201,7 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
         let offset = INTERVAL.mul_f64(i as f64 / n_fleets as f64);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
-            let name = format!("fleet-{i}");
+            let name = fleet_key(i).1;
             while Instant::now() < deadline {
                 let next = Instant::now() + INTERVAL;
                 let fleet = fleets.lock().unwrap()[&name].clone();
@@ -267,7 +218,7 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
     let mut peak_during = 0.0f64;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        peak_during = peak_during.max(rss_mib().0);
+        peak_during = peak_during.max(rss_mib("self").0);
     }
     for t in tasks {
         let _ = t.await;
@@ -279,11 +230,7 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
     let timings = timings.lock().unwrap().clone();
     let mut steady: Vec<f64> = timings.iter().filter(|(at, _)| *at >= INTERVAL.as_secs_f64()).map(|t| t.1).collect();
     let mut first: Vec<f64> = timings.iter().filter(|(at, _)| *at < INTERVAL.as_secs_f64()).map(|t| t.1).collect();
-    let pct = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * p).round() as usize] }
-    };
-    let (rss_end, hwm) = rss_mib();
+    let (rss_end, hwm) = rss_mib("self");
     let patches = patches.load(Ordering::Relaxed);
     let senders = reports.senders_total();
     println!(
@@ -291,18 +238,18 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
     );
     println!("  reports stored: senders {senders}, owners {}", reports.owners_total());
     println!(
-        "  reconciles: {} ({:.1}/s); first round p50 {:.2} ms p99 {:.2} ms (full apply after start)",
+        "  reconciles: {} ({:.1}/s); first round p50 {:.2} ms p99 {:.2} ms (after start)",
         timings.len(),
         timings.len() as f64 / elapsed,
-        pct(&mut first, 0.5),
-        pct(&mut first, 0.99)
+        percentile(&mut first, 0.5),
+        percentile(&mut first, 0.99)
     );
     println!(
         "  steady state: p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-        pct(&mut steady, 0.5),
-        pct(&mut steady, 0.9),
-        pct(&mut steady, 0.99),
-        pct(&mut steady, 1.0)
+        percentile(&mut steady, 0.5),
+        percentile(&mut steady, 0.9),
+        percentile(&mut steady, 0.99),
+        percentile(&mut steady, 1.0)
     );
     println!(
         "  status patches: {patches} ({:.1}/s, {:.2} per fleet per 10 s)",
@@ -328,80 +275,4 @@ async fn operator_side(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench
     println!(
         "  RSS MiB: start {rss_start:.1}, caches filled {rss_cached:.1}, max sampled {peak_during:.1}, end {rss_end:.1}, peak (VmHWM) {hwm:.1}"
     );
-}
-
-/// The load generator: `sensors` reporters per fleet, each pushing its cumulative report every
-/// 10 s (spread evenly), 64 pushes in flight at most.
-async fn load(addr: SocketAddr, fleets: u64, sensors: u64, secs: u64, peers: u64) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    let client = CollectorClient::new(channel);
-    let mut reports: Vec<Report> = Vec::new();
-    for f in 0..fleets {
-        for s in 0..sensors {
-            // Each sensor sees `peers` ids; a fifth of them are shared with the fleet's next sensor.
-            let ids: Vec<[u8; 16]> = (0..peers)
-                .map(|p| {
-                    let owner = if p < peers / 5 { (s + 1) % sensors } else { s };
-                    let mut id = [0u8; 16];
-                    id[..8].copy_from_slice(&f.to_be_bytes());
-                    id[8..12].copy_from_slice(&(owner as u32).to_be_bytes());
-                    id[12..].copy_from_slice(&(p as u32).to_be_bytes());
-                    id
-                })
-                .collect();
-            let mut sketch = PeerIdSketch::new();
-            ids.iter().for_each(|id| sketch.insert(id));
-            reports.push(Report {
-                owner: Some(Owner {
-                    namespace: format!("ns-{}", f % 20),
-                    kind: OWNER_SENSOR_FLEET.into(),
-                    name: format!("fleet-{f}"),
-                }),
-                sender: format!("fleet-{f}-sensor-{s}"),
-                sensor_id: format!("fleet-{f}-sensor-{s}"),
-                network: "mainnet".into(),
-                started_at_unix_ms: 1,
-                peers: Some(PeerSummary {
-                    public: peers / 3,
-                    private: peers - peers / 3,
-                    top_user_agents: vec![
-                        UserAgentCount { user_agent: "/kaspad:2.1.0/".into(), peers: peers * 2 / 3 },
-                        UserAgentCount { user_agent: "/kaspad:2.0.1/".into(), peers: peers / 3 },
-                    ],
-                    peer_ids: ids.iter().map(|id| id.to_vec()).collect(),
-                    peer_ids_complete: true,
-                    peer_id_sketch: sketch.to_bytes(),
-                    distinct_peers: peers,
-                    ..PeerSummary::default()
-                }),
-                agent: "sensor/bench".into(),
-                ..Report::default()
-            });
-        }
-    }
-    let total = reports.len().max(1);
-    let gap = INTERVAL.div_f64(total as f64);
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut sequence = 0u64;
-    while Instant::now() < deadline {
-        sequence += 1;
-        let round = Instant::now();
-        let pushes = futures::stream::iter(reports.iter().enumerate().map(|(i, r)| {
-            let mut client = client.clone();
-            let mut report = r.clone();
-            report.sequence = sequence;
-            report.generated_at_unix_ms = jiff::Timestamp::now().as_millisecond();
-            let failures = failures.clone();
-            async move {
-                tokio::time::sleep_until((round + gap * i as u32).into()).await;
-                if client.push(report).await.is_err() {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-        pushes.buffer_unordered(64).collect::<Vec<()>>().await;
-        tokio::time::sleep_until((round + INTERVAL).into()).await;
-    }
-    eprintln!("load: {sequence} rounds of {total} reports, {} failed pushes", failures.load(Ordering::Relaxed));
 }
