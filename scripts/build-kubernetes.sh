@@ -11,8 +11,9 @@
 # Each module is built with CGO_ENABLED=0; the Kubernetes binaries carry their version in the
 # ldflags (else nodes and `kubectl version` report v0.0.0-master).
 #
-# Usage: scripts/build-kubernetes.sh [--print-bin-dir]
-#   --print-bin-dir   print the directory holding the binaries (building nothing) and exit
+# Usage: scripts/build-kubernetes.sh [--print-bin-dir|--print-kubernetes-version]
+#   --print-bin-dir             print the directory holding the binaries (building nothing) and exit
+#   --print-kubernetes-version  print the Kubernetes version built (e.g. v1.34.4) and exit
 # Environment:
 #   P2P_KUBE_CACHE    cache root; default ~/.cache/p2p-sensor-operator/kube. Each module's binaries
 #                     go to <root>/<module>-<version>-<hash of its go.mod and go.sum>/, then are linked
@@ -39,13 +40,17 @@ case "${1:-}" in
         echo "$bin_dir"
         exit 0
         ;;
+    --print-kubernetes-version)
+        echo "$KUBERNETES_VERSION"
+        exit 0
+        ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
         exit 0
         ;;
     "") ;;
     *)
-        log "ERROR: unknown argument '$1' (usage: scripts/build-kubernetes.sh [--print-bin-dir])" >&2
+        log "ERROR: unknown argument '$1' (usage: scripts/build-kubernetes.sh [--print-bin-dir|--print-kubernetes-version])" >&2
         exit 2
         ;;
 esac

@@ -6,13 +6,26 @@
 # and issuing, the controller manager's signer and per-controller credentials, and the admission
 # plugins a k3s/k3d cluster enables. An audit log (metadata level) records every request, so tests
 # can count who wrote what.
+# Then one node on this machine (scripts/lib/node.sh): Debian's containerd 1.6 as a plain process
+# (its root, state, socket and runc root under the state directory; cgroupfs; CNI plugins from
+# /usr/lib/cni), a pause image built here (gcc -static of the k8s.io/kubernetes module's
+# build/pause/linux/pause.c, buildah, cached in ~/.cache/p2p-sensor-operator/pause), a bridge +
+# host-local CNI network (pods in 10.244.0.0/24 on bridge p2pbr0), kubelet and kube-proxy
+# (iptables mode). No registry is needed: images are imported (`ctr -n k8s.io images import`) and
+# pods use them with imagePullPolicy: Never. No cluster DNS yet. One node per machine.
 #
-# Usage: scripts/cluster.sh up|down|status|env|kubeconfig        (needs root for up/down)
+# Usage: scripts/cluster.sh up [--clean] [--control-plane-only]|down|status|env|kubeconfig
+#                                                                (needs root for up/down)
 #   up          build/find the binaries, generate what is missing, start what is not running and
-#               wait until the API server is ready (idempotent; after a crash it restarts the
-#               dead processes on the same data, or starts clean with --clean)
+#               wait until the API server is ready and the node is Ready (idempotent; after a crash
+#               it restarts the dead processes on the same data, or starts clean with --clean)
 #   up --clean  remove any earlier state first
-#   down        stop every process and remove the state directory (nothing is left behind)
+#   up --control-plane-only
+#               etcd and the control plane only, no node (no containerd, kubelet, kube-proxy)
+#   down        stop every process (containers and their shims too), unmount what is mounted under
+#               the state directory, remove the node's bridge, its KUBE-*/CNI-* iptables chains,
+#               pod cgroups and network namespaces, restore the sysctls it changed, and remove the
+#               state directory (nothing is left behind)
 #   status      one line per component: running (pid) or stopped, and the API server's /readyz
 #   env         print shell exports: eval "$(scripts/cluster.sh env)" puts kubectl and helm on PATH
 #               and sets KUBECONFIG to the cluster-admin kubeconfig
@@ -21,8 +34,12 @@
 #   P2P_CLUSTER_DIR       state (certificates, etcd data, logs, pids); default /var/lib/p2p-sensor-cluster
 #   P2P_CLUSTER_API_PORT  kube-apiserver's port on 127.0.0.1; default 6443
 #   P2P_CLUSTER_ETCD_PORT etcd's client port on 127.0.0.1 (peer port +1); default 2379
-#   P2P_CLUSTER_TIMEOUT   seconds `up` waits for readiness; default 120
-# Exit codes: 0 success, 1 a step failed, 2 usage error, 3 a prerequisite is missing.
+#   P2P_CLUSTER_TIMEOUT   seconds `up` waits for each readiness; default 120
+#   P2P_CLUSTER_NODE      0: no node, as --control-plane-only; default 1
+#   P2P_CLUSTER_NODE_NAME the node's name; default the host name (lower case)
+#   P2P_CLUSTER_NODE_IP   the node's InternalIP; default the source address of the default route
+# Exit codes: 0 success, 1 a step failed (also: another cluster's kubelet runs here), 2 usage
+# error, 3 a prerequisite is missing.
 set -euo pipefail
 
 SCRIPT_NAME=cluster
@@ -39,6 +56,9 @@ service_cidr="10.96.0.0/16"
 service_ip="10.96.0.1"
 cluster_cidr="10.244.0.0/16"
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+with_node="${P2P_CLUSTER_NODE:-1}"
+# shellcheck source-path=SCRIPTDIR source=lib/node.sh
+. "$here/lib/node.sh"
 
 log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
 die() {
@@ -69,7 +89,8 @@ pid_of() {
     echo "$pid"
 }
 
-# start NAME ARG...: runs the binary NAME in its own session, output to logs/NAME.log.
+# start NAME ARG...: runs the binary NAME ($START_EXE, else $BIN/NAME) in its own session, output to
+# logs/NAME.log.
 start() {
     local name=$1 pid
     shift
@@ -77,7 +98,7 @@ start() {
         log "$name: running (pid $pid)"
         return 0
     fi
-    setsid "$BIN/$name" "$@" >>"$logs/$name.log" 2>&1 </dev/null &
+    setsid "${START_EXE:-$BIN/$name}" "$@" >>"$logs/$name.log" 2>&1 </dev/null &
     echo $! >"$run/$name.pid"
     log "$name: started (pid $!, log $logs/$name.log)"
 }
@@ -209,11 +230,16 @@ default_service_account() {
 
 up() {
     require_root up
-    if [[ "${1:-}" == "--clean" ]]; then
-        down
-    elif [[ -n "${1:-}" ]]; then
-        die 2 "unknown argument '$1' to up (only --clean)"
-    fi
+    local arg clean=0
+    for arg in "$@"; do
+        case "$arg" in
+            --clean) clean=1 ;;
+            --control-plane-only) with_node=0 ;;
+            *) die 2 "unknown argument '$arg' to up (--clean, --control-plane-only)" ;;
+        esac
+    done
+    [[ "$with_node" == 0 || "$with_node" == 1 ]] || die 2 "P2P_CLUSTER_NODE must be 0 or 1, not '$with_node'"
+    ((clean == 0)) || down
     for tool in openssl curl setsid; do
         command -v "$tool" >/dev/null 2>&1 || die 3 "$tool not found on PATH (Debian: openssl, curl, util-linux)"
     done
@@ -261,6 +287,10 @@ up() {
     # The controller manager's token controller creates the `default` ServiceAccount of each
     # namespace: a cluster where it exists can run workloads that need one.
     wait_for "ServiceAccount default/default" default_service_account
+    if [[ "$with_node" == 1 ]]; then
+        node_up
+        touch "$state/node"
+    fi
     log "ready: $("$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" version 2>/dev/null | tail -n 1)"
     log "use it: eval \"\$(scripts/cluster.sh env)\"; kubectl get --raw /readyz"
 }
@@ -268,13 +298,14 @@ up() {
 down() {
     require_root down
     local name i
+    node_down
     for ((i = ${#components[@]} - 1; i >= 0; i--)); do
         stop "${components[i]}"
     done
     # Processes whose pid file was lost: anything still running a binary with our state directory
     # on its command line.
     if [[ -d "$state" ]]; then
-        for name in "${components[@]}"; do
+        for name in "${components[@]}" "${node_components[@]}"; do
             pkill -KILL -f "^[^ ]*/$name .*$state" 2>/dev/null || true
         done
     fi
@@ -283,8 +314,9 @@ down() {
 }
 
 status() {
-    local name pid rc=0
-    for name in "${components[@]}"; do
+    local name pid rc=0 names=("${components[@]}")
+    [[ -f "$state/node" || -f "$run/kubelet.pid" ]] && names+=("${node_components[@]}")
+    for name in "${names[@]}"; do
         if pid=$(pid_of "$name"); then
             printf '%-24s running (pid %s)\n' "$name" "$pid"
         else
@@ -297,6 +329,14 @@ status() {
     else
         printf '%-24s not ready\n' "api /readyz"
         rc=1
+    fi
+    if [[ -f "$state/node" ]]; then
+        if BIN=$(bin_dir) node_ready; then
+            printf '%-24s Ready\n' "node $node_name"
+        else
+            printf '%-24s not Ready\n' "node $node_name"
+            rc=1
+        fi
     fi
     return "$rc"
 }
