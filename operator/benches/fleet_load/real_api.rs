@@ -1,4 +1,4 @@
-//! The real API server run (`--real-api`, root): `scripts/cluster.sh up` starts etcd,
+//! The real API server run (`--real-api`, root): `scripts/cluster.sh up --control-plane-only` starts etcd,
 //! kube-apiserver, kube-controller-manager and kube-scheduler built from upstream, in a temporary
 //! state directory on ports of its own (API 26443, etcd 22379). The CRDs, 20 namespaces and the
 //! fleets (StatefulSet mode, `sensors` replicas each) are created through the API server; the
@@ -59,7 +59,7 @@ impl ControlPlane {
         let dir = tempfile::Builder::new().prefix("fleet-load-cluster-").tempdir().map_err(|e| e.to_string())?;
         let plane = ControlPlane { dir };
         let started = Instant::now();
-        plane.script(&["up", "--clean"])?;
+        plane.script(&["up", "--clean", "--control-plane-only"])?;
         println!("control plane up in {:.1} s ({})", started.elapsed().as_secs_f64(), plane.dir.path().display());
         Ok(plane)
     }

@@ -30,10 +30,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `scripts/cluster.sh up --clean` into `dir`. Errors: the script's exit status and output.
+    /// `scripts/cluster.sh up --clean --control-plane-only` into `dir` (the operator e2e runs the
+    /// pods as processes: no node). Errors: the script's exit status and output.
     pub fn up(dir: &Path) -> Result<Cluster, String> {
         let started = Instant::now();
-        let out = script(dir, &["up", "--clean"])?;
+        let out = script(dir, &["up", "--clean", "--control-plane-only"])?;
         eprintln!(
             "[cluster] up in {:.1}s: {}",
             started.elapsed().as_secs_f64(),
