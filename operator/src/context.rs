@@ -36,6 +36,9 @@ pub struct Settings {
     /// would flap every fleet's peers to 0 and back (found on a real API server). `operator run`
     /// sets two report intervals plus one status interval; zero turns it off.
     pub report_warm_up: Duration,
+    /// Report timestamps in `.status` are refreshed at most this often when nothing else in the
+    /// status changed ([`crate::freshness`]); zero writes every change.
+    pub status_heartbeat: Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             report_timeout: Duration::from_secs(60),
             resync_interval: Duration::from_secs(600),
             report_warm_up: Duration::ZERO,
+            status_heartbeat: Duration::ZERO,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod context;
 pub mod crd;
 pub mod error;
 pub mod fleet;
+pub mod freshness;
 pub mod http;
 pub mod labels;
 pub mod metrics;

@@ -66,6 +66,10 @@ struct RunArgs {
     /// Report-driven status changes are written at most once per resource per this many seconds.
     #[arg(long, env = "OPERATOR_STATUS_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     status_interval_secs: u64,
+    /// When nothing else in a status changed, its report timestamps (lastReportTime) are
+    /// refreshed at most once per this many seconds, not at every report; 0 refreshes them always.
+    #[arg(long, env = "OPERATOR_STATUS_HEARTBEAT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    status_heartbeat_secs: u64,
     /// A sensor silent for this many seconds is shown as not reporting.
     #[arg(long, env = "OPERATOR_REPORT_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     report_timeout_secs: u64,
@@ -148,6 +152,7 @@ fn options(args: RunArgs) -> RunOptions {
             resync_interval: Duration::from_secs(args.resync_secs),
             report_warm_up: Duration::from_millis(2 * args.report_interval_ms)
                 + Duration::from_secs(args.status_interval_secs),
+            status_heartbeat: Duration::from_secs(args.status_heartbeat_secs),
         },
         leader_election: args.leader_election,
         lease_name: args.lease_name,

@@ -123,6 +123,7 @@ pub async fn run(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench: bool
         report_timeout: Duration::from_secs(60),
         resync_interval: Duration::from_secs(600),
         report_warm_up: Duration::ZERO,
+        status_heartbeat: Duration::from_secs(60), // `operator run`'s default
     };
 
     // Steady state: every fleet's children exist (as the watches would show them), ready.

@@ -107,7 +107,8 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
         relay_problem,
     };
     let now = crate::collector::aggregate::status_time(ctx.now());
-    let new_status = status::status(fleet, &observed, &now);
+    let mut new_status = status::status(fleet, &observed, &now);
+    crate::freshness::hold(&mut new_status, fleet.status.as_ref(), ctx.settings.status_heartbeat);
     let old_conditions = fleet.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     if fleet.status.as_ref() != Some(&new_status) {
         patch_status(&ctx.client, fleet, &new_status).await?;

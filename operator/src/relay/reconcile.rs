@@ -98,7 +98,8 @@ async fn reconcile_inner(relay: &RelayNode, ctx: &Context) -> Result<Action> {
         reports_pending: ctx.reports.uptime() < ctx.settings.report_warm_up,
     };
     let now = crate::collector::aggregate::status_time(ctx.now());
-    let new_status = status::status(relay, &observed, &now);
+    let mut new_status = status::status(relay, &observed, &now);
+    crate::freshness::hold(&mut new_status, relay.status.as_ref(), ctx.settings.status_heartbeat);
     let old_conditions = relay.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     if relay.status.as_ref() != Some(&new_status) {
         patch_status(&ctx.client, relay, &new_status).await?;

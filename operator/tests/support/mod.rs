@@ -68,6 +68,7 @@ pub fn settings() -> Settings {
         report_timeout: Duration::from_secs(60),
         resync_interval: Duration::from_secs(600),
         report_warm_up: Duration::ZERO,
+        status_heartbeat: Duration::ZERO,
     }
 }
 
