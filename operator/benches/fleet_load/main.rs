@@ -76,18 +76,34 @@ fn spawn_load(addr: SocketAddr, fleets: u64, sensors: u64, secs: u64, peers: u64
         .expect("spawn the load generator")
 }
 
+/// Field `name` (e.g. `"VmRSS:"`) of `/proc/PID/status` as a number (kB for sizes); 0 when it
+/// cannot be read.
+fn proc_status(pid: &str, name: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// VmRSS and VmHWM of process `pid` (`"self"` for this one), MiB; 0 when it cannot be read.
 fn rss_mib(pid: &str) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (proc_status(pid, "VmRSS:") / 1024.0, proc_status(pid, "VmHWM:") / 1024.0)
+}
+
+/// What process `pid`'s resident memory is made of: anonymous (heap, stacks), file-backed (the
+/// mapped binary and libraries) and shared memory, MiB each, and its thread count.
+fn rss_parts(pid: &str) -> String {
+    let mib = |name| proc_status(pid, name) / 1024.0;
+    format!(
+        "anonymous {:.1}, file-backed {:.1}, shared {:.1}; {} threads",
+        mib("RssAnon:"),
+        mib("RssFile:"),
+        mib("RssShmem:"),
+        proc_status(pid, "Threads:")
+    )
 }
 
 /// Percentile `p` (0–1) of `v` by nearest rank; 0 for no samples.

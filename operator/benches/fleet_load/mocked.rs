@@ -25,7 +25,7 @@ use operator::metrics::Metrics;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::{INTERVAL, fleet_key, percentile, rss_mib, spawn_load};
+use crate::{INTERVAL, fleet_key, percentile, rss_mib, rss_parts, spawn_load};
 
 fn fleet(i: u64, sensors: u64) -> SensorFleet {
     let (namespace, name) = fleet_key(i);
@@ -276,4 +276,5 @@ pub async fn run(n_fleets: u64, sensors: u64, secs: u64, peers: u64, bench: bool
     println!(
         "  RSS MiB: start {rss_start:.1}, caches filled {rss_cached:.1}, max sampled {peak_during:.1}, end {rss_end:.1}, peak (VmHWM) {hwm:.1}"
     );
+    println!("    of which MiB: {}", rss_parts("self"));
 }

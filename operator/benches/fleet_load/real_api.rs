@@ -19,7 +19,9 @@
 //! - kube-apiserver and etcd CPU (share of one core, from `/proc/<pid>/stat`) and RSS.
 //!
 //! Environment: `P2P_BENCH_SETTLE_SECS` bounds the wait for the steady state (default 1200);
-//! `P2P_BENCH_KEEP_CLUSTER` keeps the control plane and its state directory afterwards.
+//! `P2P_BENCH_KEEP_CLUSTER` keeps the control plane and its state directory afterwards;
+//! `P2P_BENCH_OPERATOR_WRAPPER` runs the operator under a profiler, e.g. `heaptrack -o FILE` (the
+//! RSS figures are then the wrapper's, not the operator's).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -38,7 +40,7 @@ use operator::crd::SensorFleet;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{NAMESPACES, fleet_key, rss_mib, spawn_load};
+use crate::{NAMESPACES, fleet_key, rss_mib, rss_parts, spawn_load};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const API_PORT: u16 = 26443;
@@ -222,8 +224,17 @@ pub async fn run(n_fleets: u64, sensors: u64, secs: u64, peers: u64) -> Result<(
     let collector = free_port()?;
     let http = free_port()?;
     let log = std::fs::File::create(plane.path("operator.log")).map_err(|e| e.to_string())?;
+    let wrapper = std::env::var("P2P_BENCH_OPERATOR_WRAPPER").unwrap_or_default();
+    let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_operator"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_operator")),
+    };
     let operator = Process(
-        Command::new(env!("CARGO_BIN_EXE_operator"))
+        command
             .arg("run")
             .args(["--collector-listen", &collector.to_string(), "--http-listen", &http.to_string()])
             .args(["--collector-endpoint", &format!("http://{collector}"), "--sensor-image", "sensor:bench"])
@@ -330,6 +341,7 @@ pub async fn run(n_fleets: u64, sensors: u64, secs: u64, peers: u64) -> Result<(
     );
     let (rss_end, hwm) = rss_mib(&operator_pid);
     println!("  operator RSS MiB: end {rss_end:.1}, max sampled {peak:.1}, peak (VmHWM) {hwm:.1}");
+    println!("    of which MiB: {}", rss_parts(&operator_pid));
     for (i, (name, pid)) in pids.iter().enumerate() {
         println!(
             "  {name}: CPU {:.1} % of one core, RSS {:.0} MiB",
