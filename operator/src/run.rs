@@ -141,6 +141,17 @@ where
     (store, handles, driver)
 }
 
+/// A controller for the primary resource `K` whose cache keeps [trimmed](Trim) objects
+/// (`Controller::new` would cache them whole, managedFields and all).
+fn trimmed_controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Trim + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let trimmed = watcher(api, watcher::Config::default()).default_backoff().modify(K::trim);
+    Controller::for_stream(reflector::reflector(writer, trimmed).applied_objects(), store)
+}
+
 /// Runs until `shutdown` fires (or leadership is lost: [`Error::LeaderElection`]).
 /// Errors: [`Error::Bind`] for a port in use, [`Error::Config`] without a usable kubeconfig or
 /// in-cluster config, [`Error::LeaderElection`], [`Error::Collector`].
@@ -217,7 +228,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
     ];
 
     let controller_config = ControllerConfig::default().concurrency(options.concurrency);
-    let fleet_controller = Controller::new(api::<SensorFleet>(&client, ns), watcher::Config::default())
+    let fleet_controller = trimmed_controller(api::<SensorFleet>(&client, ns))
         .with_config(controller_config.clone())
         .owns_shared_stream(sts_subs.remove(0))
         .owns_shared_stream(ds_subs.remove(0))
@@ -225,7 +236,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
         .owns_shared_stream(cm_subs.remove(0))
         .owns_shared_stream(sa_subs.remove(0))
         .graceful_shutdown_on(shutdown.wait());
-    let relay_controller = Controller::new(api::<RelayNode>(&client, ns), watcher::Config::default())
+    let relay_controller = trimmed_controller(api::<RelayNode>(&client, ns))
         .with_config(controller_config)
         .owns_shared_stream(dep_subs.remove(0))
         .owns_shared_stream(svc_subs.remove(0))

@@ -1,11 +1,14 @@
 //! What the caches keep of each watched object. Reconciliation reads names, labels, owner
-//! references, the spec-hash annotation and workload status; everything else (managedFields, pod
-//! templates, ConfigMap data) is dropped before an object enters a cache. With 1,000 fleets this
+//! references, the spec-hash annotation, workload status and the primaries' spec and status;
+//! everything else (managedFields, `kubectl apply`'s last-applied copy, pod templates, ConfigMap
+//! data) is dropped before an object enters a cache. With 1,000 fleets this
 //! halves the operator's memory (see the `fleet_load` benchmark in the README).
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret, Service, ServiceAccount};
 use kube::Resource;
+
+use crate::crd::{RelayNode, SensorFleet};
 
 /// Drops what the reconcilers never read from a cached object.
 pub trait Trim {
@@ -70,6 +73,20 @@ impl Trim for ServiceAccount {
     }
 }
 
+/// The primary resources keep spec and status (the status heartbeat compares with the cached
+/// status); only the field-manager bookkeeping and `kubectl apply`'s copy of the spec go.
+impl Trim for SensorFleet {
+    fn trim(&mut self) {
+        trim_meta(self);
+    }
+}
+
+impl Trim for RelayNode {
+    fn trim(&mut self) {
+        trim_meta(self);
+    }
+}
+
 /// Secrets keep their data: the relay's identity key is read from the cache.
 impl Trim for Secret {
     fn trim(&mut self) {
@@ -97,5 +114,28 @@ mod tests {
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.template, PodTemplateSpec::default());
+    }
+
+    #[test]
+    fn a_trimmed_fleet_keeps_spec_and_status() {
+        let mut fleet: SensorFleet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "p2psensor.dev/v1alpha1", "kind": "SensorFleet",
+            "metadata": {"name": "f"}, "spec": {"network": "mainnet", "mode": "StatefulSet", "replicas": 7}
+        }))
+        .unwrap();
+        fleet.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        fleet.metadata.annotations = Some(
+            [
+                ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{}".to_string()),
+                ("team".to_string(), "measurement".to_string()),
+            ]
+            .into(),
+        );
+        fleet.status = Some(Default::default());
+        fleet.trim();
+        assert_eq!(fleet.metadata.managed_fields, None);
+        assert_eq!(fleet.metadata.annotations, Some([("team".to_string(), "measurement".to_string())].into()));
+        assert_eq!(fleet.spec.replicas, Some(7));
+        assert!(fleet.status.is_some());
     }
 }
