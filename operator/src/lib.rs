@@ -3,6 +3,7 @@
 //!
 //! One peer's journey ends here: sensor → report → [`collector`] → [`fleet::status`] → `.status`.
 
+pub mod allocator;
 pub mod apply;
 pub mod backoff;
 pub mod collector;

@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             // kube's TLS uses rustls with ring; a workspace build also links aws-lc-rs (libp2p's
             // QUIC in the sensor), and rustls refuses to guess between two providers.
             let _ = rustls::crypto::ring::default_provider().install_default();
+            operator::allocator::limit_arenas();
             if let Err(e) = telemetry::init(args.log_format, &args.log_filter) {
                 eprintln!("operator run: {e}");
                 return ExitCode::from(2);
