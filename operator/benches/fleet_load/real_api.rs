@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,10 +125,17 @@ impl Drop for ControlPlane {
 }
 
 /// A child process killed on drop.
+/// A child process, killed on drop together with its process group when it leads one (a
+/// profiler wrapper's own children go too).
 struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; ESRCH when the child
+            // leads none, which is fine.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -235,6 +243,7 @@ pub async fn run(n_fleets: u64, sensors: u64, secs: u64, peers: u64) -> Result<(
     };
     let operator = Process(
         command
+            .process_group(0)
             .arg("run")
             .args(["--collector-listen", &collector.to_string(), "--http-listen", &http.to_string()])
             .args(["--collector-endpoint", &format!("http://{collector}"), "--sensor-image", "sensor:bench"])
