@@ -12,16 +12,24 @@
 # the operator are one Cargo workspace with one lockfile and one vendor/ patch, so both builds
 # share the builder stage and its cargo caches.
 #
-# Both runtime images are distroless/cc-debian12 (glibc, libgcc, CA certificates, no shell): the
+# Both runtime images are distroless/cc-debian12 by default (glibc, libgcc, CA certificates, no shell): the
 # binaries link only libc, libm and libgcc_s (rusqlite's SQLite is bundled, TLS is rustls). They run
 # as UID/GID 65532, the UID the operator sets in every pod's securityContext (operator/src/pod.rs
 # RUN_AS_USER) and the chart's podSecurityContext, and work with a read-only root filesystem.
 
 ARG RUST_VERSION=1.91
 ARG DEBIAN_CODENAME=bookworm
+# The base images are build arguments, so one recipe serves users and a machine without a
+# registry: there, each is a local image with the same contents (a Debian made by debootstrap,
+# Rust and protoc in the builder, glibc, libgcc and CA certificates in the runtime image), e.g.
+#   docker build --build-arg BUILDER_IMAGE=localhost/p2p-builder:bookworm \
+#                --build-arg RUNTIME_IMAGE=localhost/p2p-runtime:bookworm --target operator .
+ARG BUILDER_IMAGE=rust:${RUST_VERSION}-${DEBIAN_CODENAME}
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG DEBIAN_IMAGE=debian:${DEBIAN_CODENAME}-slim
 
 # --- builder: the workspace, release profile, lockfile enforced -------------------------------
-FROM rust:${RUST_VERSION}-${DEBIAN_CODENAME} AS builder
+FROM ${BUILDER_IMAGE} AS builder
 # kaspa-p2p-lib and report/build.rs compile .proto files with protoc.
 # Unpinned apt packages (hadolint DL3008): the base image tag fixes the Debian release, and a
 # stable release drops superseded package versions, so exact pins would break rebuilds.
@@ -56,7 +64,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # SENSOR_STORAGE_PATH, SENSOR_LISTEN_EXTERNAL_ADDRESS, SENSOR_RELAY_EXTERNAL_ADDRESSES, ...; every
 # key and its variable: `docker run --rm p2p-sensor:0.1.0 config`). Data (SQLite, identity) lives
 # in /var/lib/p2p-sensor, a volume in every pod.
-FROM gcr.io/distroless/cc-debian12:nonroot AS sensor
+FROM ${RUNTIME_IMAGE} AS sensor
 COPY --from=build-sensor /out/sensor /usr/local/bin/sensor
 USER 65532:65532
 # Kaspa P2P listener: mainnet 16111 (testnet-10 16211, testnet-12 16311, simnet 16511, devnet 16611).
@@ -72,7 +80,7 @@ CMD ["listen", "--config", "/etc/p2p-sensor/sensor.toml"]
 # --- operator ----------------------------------------------------------------------------------
 # Configuration: command-line flags or OPERATOR_* environment variables (`operator run --help`);
 # the Helm chart passes them as args. In-cluster credentials come from the ServiceAccount.
-FROM gcr.io/distroless/cc-debian12:nonroot AS operator
+FROM ${RUNTIME_IMAGE} AS operator
 COPY --from=build-operator /out/operator /usr/local/bin/operator
 USER 65532:65532
 # gRPC collector (sensor and relay pods push their reports here): --collector-listen, chart ports.collector.
@@ -86,7 +94,7 @@ CMD ["--help"]
 # Real rusty-kaspa 2.1.0 from crates.io, the version the end-to-end test uses. Slow: a cold
 # `cargo install` compiles RocksDB (~35 min on 2 cores). debian-slim rather than distroless: the
 # StatefulSet of k3d/manifests/kaspad.yaml resolves its peers with a small sh + getent wrapper.
-FROM rust:${RUST_VERSION}-${DEBIAN_CODENAME} AS build-kaspad
+FROM ${BUILDER_IMAGE} AS build-kaspad
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends protobuf-compiler clang libclang-dev \
@@ -94,7 +102,7 @@ RUN apt-get update \
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo install kaspad --version 2.1.0 --locked --root /out
 
-FROM debian:${DEBIAN_CODENAME}-slim AS kaspad
+FROM ${DEBIAN_IMAGE} AS kaspad
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
@@ -110,7 +118,7 @@ CMD ["--devnet", "--appdir=/tmp/kaspad", "--nologfiles", "--nodnsseed", "--disab
 # Only `tc`: scripts/experiment.sh runs it with --network container:<k3d node> --cap-add NET_ADMIN
 # --user 0:0 to shape that node's eth0 (a capability is only effective for root); the default
 # user stays non-root like every other image here.
-FROM debian:${DEBIAN_CODENAME}-slim AS netem
+FROM ${DEBIAN_IMAGE} AS netem
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends iproute2 \

@@ -50,15 +50,37 @@ def instructions(text):
     return out
 
 
+def global_args(text):
+    """{name: default} of the ARGs before the first FROM, each default expanded with the earlier ones."""
+    result = {}
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = args.partition("=")
+            result[name] = expand(default, result)
+    return result
+
+
+def expand(value, variables):
+    """`${NAME}` and `$NAME` replaced by their values; an unknown name fails the test."""
+    def one(match):
+        name = match.group(1) or match.group(2)
+        assert name in variables, f"${name} is not a global ARG"
+        return variables[name]
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, value)
+
+
 def stages(text):
-    """{stage name: [(keyword, args)]} in order."""
+    """{stage name: [(keyword, args)]} in order; FROM images with the global ARGs' defaults."""
     result, current = {}, None
+    defaults = global_args(text)
     for keyword, args in instructions(text):
         if keyword == "FROM":
             match = re.match(r"^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$", args, re.I)
             assert match, f"unparsable FROM {args}"
             current = match.group(2) or f"stage{len(result)}"
-            result[current] = [("FROM", match.group(1))]
+            result[current] = [("FROM", expand(match.group(1), defaults))]
         elif current is not None:
             result[current].append((keyword, args))
     return result
@@ -83,9 +105,24 @@ class DockerfileTest(unittest.TestCase):
     def test_stages(self):
         self.assertEqual(list(self.stages), ["builder", "build-sensor", "build-operator", "sensor", "operator",
                                              "build-kaspad", "kaspad", "netem"])
-        self.assertTrue(self.stages["builder"][0][1].startswith("rust:"))
+        # By default (what users build): the official Rust image, distroless runtime images.
+        self.assertEqual(self.stages["builder"][0][1], "rust:1.91-bookworm")
         for name in ("sensor", "operator"):
-            self.assertTrue(self.stages[name][0][1].startswith("gcr.io/distroless/cc-debian12"), name)
+            self.assertEqual(self.stages[name][0][1], "gcr.io/distroless/cc-debian12:nonroot", name)
+        for name in ("kaspad", "netem"):
+            self.assertEqual(self.stages[name][0][1], "debian:bookworm-slim", name)
+
+    def test_base_images_are_build_arguments(self):
+        # A machine without a registry passes local images (scripts/cluster.sh load-images); every
+        # stage that starts from an image, not from another stage, takes it from a global ARG.
+        names = list(self.stages)
+        raw = [args.split()[0] for keyword, args in instructions(self.text) if keyword == "FROM"]
+        for stage, image in zip(names, raw):
+            with self.subTest(stage=stage):
+                if image in names:
+                    continue
+                self.assertRegex(image, r"^\$\{(BUILDER|RUNTIME|DEBIAN)_IMAGE\}$")
+        self.assertLessEqual({"BUILDER_IMAGE", "RUNTIME_IMAGE", "DEBIAN_IMAGE"}, set(global_args(self.text)))
 
     def test_runtime_stages_run_as_numeric_non_root(self):
         for name in RUNTIME_STAGES:
