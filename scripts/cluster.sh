@@ -14,7 +14,7 @@
 # (iptables mode). No registry is needed: images are imported (`ctr -n k8s.io images import`) and
 # pods use them with imagePullPolicy: Never. No cluster DNS yet. One node per machine.
 #
-# Usage: scripts/cluster.sh up [--clean] [--control-plane-only]|down|status|env|kubeconfig
+# Usage: scripts/cluster.sh up [--clean] [--control-plane-only]|down|status|env|kubeconfig|load-images
 #                                                                (needs root for up/down)
 #   up          build/find the binaries, generate what is missing, start what is not running and
 #               wait until the API server is ready and the node is Ready (idempotent; after a crash
@@ -30,6 +30,9 @@
 #   env         print shell exports: eval "$(scripts/cluster.sh env)" puts kubectl and helm on PATH
 #               and sets KUBECONFIG to the cluster-admin kubeconfig
 #   kubeconfig  print the path of the cluster-admin kubeconfig
+#   load-images build p2p-sensor:<appVersion> and p2p-sensor-operator:<appVersion> from the
+#               repository's Dockerfile with buildah, on base images made here by debootstrap
+#               (scripts/lib/images.sh), and import them into the node's containerd when it runs
 # Environment:
 #   P2P_CLUSTER_DIR       state (certificates, etcd data, logs, pids); default /var/lib/p2p-sensor-cluster
 #   P2P_CLUSTER_API_PORT  kube-apiserver's port on 127.0.0.1; default 6443
@@ -59,6 +62,8 @@ components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 with_node="${P2P_CLUSTER_NODE:-1}"
 # shellcheck source-path=SCRIPTDIR source=lib/node.sh
 . "$here/lib/node.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/images.sh
+. "$here/lib/images.sh"
 
 log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
 die() {
@@ -341,6 +346,24 @@ status() {
     return "$rc"
 }
 
+load_images() {
+    require_root load-images
+    local repo version
+    repo="$(cd "$here/.." && pwd)"
+    for tool in debootstrap buildah rustc; do
+        command -v "$tool" >/dev/null || die 3 "$tool not found (scripts/install-prereqs.sh installs it)"
+    done
+    version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/charts/p2p-sensor-operator/Chart.yaml")
+    [[ -n "$version" ]] || die 1 "no appVersion in charts/p2p-sensor-operator/Chart.yaml"
+    images_build "$repo" "$version"
+    if containerd_ready; then
+        images_import
+        log "images imported into the node's containerd: p2p-sensor:$version, p2p-sensor-operator:$version"
+    else
+        log "the node's containerd is not running: images saved in $images_dir, not imported (run up, then load-images again)"
+    fi
+}
+
 case "${1:-}" in
     up)
         shift
@@ -354,6 +377,7 @@ case "${1:-}" in
         printf 'export KUBECONFIG=%q\n' "$state/admin.kubeconfig"
         ;;
     kubeconfig) echo "$state/admin.kubeconfig" ;;
+    load-images) load_images ;;
     -h | --help) usage ;;
     *)
         usage >&2

@@ -6,7 +6,8 @@
 #     server (the PostgreSQL export sink's tests start throwaway servers of their own on free ports);
 #     the node of scripts/cluster.sh: containerd (1.6) and runc, containernetworking-plugins (the
 #     bridge/host-local CNI plugins in /usr/lib/cni), buildah, gcc and libc6-dev (the pause image:
-#     a `gcc -static` binary in an image made FROM scratch);
+#     a `gcc -static` binary in an image made FROM scratch), debootstrap (the Debian base images
+#     `scripts/cluster.sh load-images` builds our Dockerfile on);
 #   - rustup components rustfmt and clippy;
 #   - a Python virtualenv with scripts/requirements-chart.txt (Helm's engine, kubernetes-validate,
 #     jsonschema, CEL) for scripts/validate-chart.py, cached in ~/.cache/p2p-sensor-operator/venv,
@@ -18,7 +19,7 @@ set -euo pipefail
 
 KASPAD_VERSION="2.1.0"
 DEB_PACKAGES=(protobuf-compiler clang libclang-dev g++ iproute2 nftables iptables conntrack sqlite3 curl ca-certificates python3-venv shellcheck postgresql openssl util-linux
-    containerd runc buildah containernetworking-plugins gcc libc6-dev)
+    containerd runc buildah containernetworking-plugins gcc libc6-dev debootstrap)
 # The chart validation's virtualenv (scripts/test.sh uses the same path).
 CHART_VENV="${P2P_CHART_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/venv}"
 CHART_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/requirements-chart.txt"
