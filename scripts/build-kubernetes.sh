@@ -8,6 +8,8 @@
 #                          hack/local-up-cluster.sh binaries are built from the same sources)
 #   etcd                   go.etcd.io/etcd/server/v3 etcdmain (scripts/kube/etcd)
 #   helm                   helm.sh/helm/v4/cmd/helm (scripts/kube/helm)
+#   coredns                github.com/coredns/coredns (scripts/kube/coredns): the cluster DNS,
+#                          run as a pod from an image scripts/cluster.sh makes of this binary
 # Each module is built with CGO_ENABLED=0; the Kubernetes binaries carry their version in the
 # ldflags (else nodes and `kubectl version` report v0.0.0-master).
 #
@@ -27,6 +29,7 @@ set -euo pipefail
 KUBERNETES_VERSION="v1.34.4"
 ETCD_VERSION="v3.6.4"
 HELM_VERSION="v4.3.2"
+COREDNS_VERSION="v1.14.7"
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 log() { printf '[build-kubernetes] %s\n' "$*"; }
@@ -60,7 +63,7 @@ command -v go >/dev/null 2>&1 || {
     exit 1
 }
 
-wanted=("${KUBE_BINARIES[@]}" etcd helm)
+wanted=("${KUBE_BINARIES[@]}" etcd helm coredns)
 if [[ -n "${P2P_KUBE_BINARIES:-}" ]]; then
     read -r -a wanted <<<"$P2P_KUBE_BINARIES"
 fi
@@ -118,6 +121,7 @@ for b in "${KUBE_BINARIES[@]}"; do kube_pairs+=("$b=k8s.io/kubernetes/cmd/$b"); 
 build "$here/kube/kubernetes" "$KUBERNETES_VERSION" "$kube_ldflags" "${kube_pairs[@]}"
 build "$here/kube/etcd" "$ETCD_VERSION" "-s -w" "etcd=."
 build "$here/kube/helm" "$HELM_VERSION" "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" "helm=helm.sh/helm/v4/cmd/helm"
+build "$here/kube/coredns" "$COREDNS_VERSION" "-s -w" "coredns=github.com/coredns/coredns"
 
 for b in "${wanted[@]}"; do
     [[ -x "$bin_dir/$b" ]] || {

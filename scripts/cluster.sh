@@ -57,11 +57,15 @@ run="$state/run"
 # The Service network: its first address is the `kubernetes` Service (the API server's SAN).
 service_cidr="10.96.0.0/16"
 service_ip="10.96.0.1"
+# The cluster DNS Service (kube-dns, CoreDNS), kubelet's clusterDNS.
+dns_service_ip="10.96.0.10"
 cluster_cidr="10.244.0.0/16"
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 with_node="${P2P_CLUSTER_NODE:-1}"
 # shellcheck source-path=SCRIPTDIR source=lib/node.sh
 . "$here/lib/node.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/addons.sh
+. "$here/lib/addons.sh"
 # shellcheck source-path=SCRIPTDIR source=lib/images.sh
 . "$here/lib/images.sh"
 
@@ -125,10 +129,11 @@ stop() {
 }
 
 # --- certificates (openssl only) ----------------------------------------------------------------
-# cert NAME CN O [SAN]: a key and a certificate signed by the cluster CA, made once.
+# cert NAME CN O [SAN]: a key and a certificate signed by the cluster CA, made once, and made again
+# when its SAN changes (the API server's follows the node's address; pki/NAME.san keeps it).
 cert() {
     local name=$1 cn=$2 org=$3 san=${4:-} subj ext
-    [[ -f "$pki/$name.crt" && -f "$pki/$name.key" ]] && return 0
+    [[ -f "$pki/$name.crt" && -f "$pki/$name.key" && "$(cat "$pki/$name.san" 2>/dev/null)" == "$san" ]] && return 0
     subj="/CN=$cn"
     [[ -n "$org" ]] && subj="/O=$org$subj"
     ext="$pki/$name.ext"
@@ -147,6 +152,7 @@ cert() {
         -days 3650 -sha256 -extfile "$ext" -out "$pki/$name.crt" 2>/dev/null
     rm -f "$pki/$name.csr" "$ext"
     chmod 600 "$pki/$name.key"
+    printf '%s' "$san" >"$pki/$name.san"
 }
 
 # kubeconfig NAME CERT: a kubeconfig for the client certificate CERT (pki/CERT.{crt,key}).
@@ -189,7 +195,7 @@ generate() {
         chmod 600 "$pki/sa.key"
     fi
     cert apiserver kube-apiserver "" \
-        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$service_ip"
+        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$service_ip${api_advertise:+,IP:$api_advertise}"
     cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
     cert admin kubernetes-admin system:masters
     cert controller-manager system:kube-controller-manager ""
@@ -250,6 +256,14 @@ up() {
     done
     bash "$here/build-kubernetes.sh" >&2 || die 1 "building the Kubernetes binaries failed"
     BIN=$(bin_dir)
+    # With a node, pods reach the API server through the `kubernetes` Service, whose endpoint is the
+    # advertised address: the node's (a loopback address is never published as an endpoint), so the
+    # API server listens on every address. Control plane only: loopback.
+    api_bind=127.0.0.1 api_advertise=
+    if [[ "$with_node" == 1 ]]; then
+        api_bind=0.0.0.0 api_advertise=$(node_ip)
+        [[ "$api_advertise" != 127.* ]] || die 1 "the node has no address but loopback (P2P_CLUSTER_NODE_IP sets one)"
+    fi
     generate
 
     start etcd --name p2p-sensor --data-dir "$state/etcd" \
@@ -263,7 +277,7 @@ up() {
     # Admission: the plugins enabled by default in 1.34 (NamespaceLifecycle, ServiceAccount,
     # DefaultStorageClass, ResourceQuota, MutatingAdmissionWebhook, ValidatingAdmissionPolicy,
     # ValidatingAdmissionWebhook, PodSecurity, ...) plus NodeRestriction, as k3s/k3d run it.
-    start kube-apiserver --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    start kube-apiserver --bind-address "$api_bind" --advertise-address "${api_advertise:-127.0.0.1}" --secure-port "$api_port" \
         --etcd-servers "http://127.0.0.1:$etcd_port" \
         --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
         --client-ca-file "$pki/ca.crt" \
@@ -295,6 +309,9 @@ up() {
     if [[ "$with_node" == 1 ]]; then
         node_up
         touch "$state/node"
+        dns_up
+        test_image_up
+        images_import --if-saved
     fi
     log "ready: $("$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" version 2>/dev/null | tail -n 1)"
     log "use it: eval \"\$(scripts/cluster.sh env)\"; kubectl get --raw /readyz"
@@ -358,7 +375,6 @@ load_images() {
     images_build "$repo" "$version"
     if containerd_ready; then
         images_import
-        log "images imported into the node's containerd: p2p-sensor:$version, p2p-sensor-operator:$version"
     else
         log "the node's containerd is not running: images saved in $images_dir, not imported (run up, then load-images again)"
     fi

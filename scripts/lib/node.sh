@@ -93,39 +93,58 @@ pause_prepare() {
 
 pause_build() {
     [[ -s "$pause_archive" ]] && return 0
-    local work ctr_id started=$SECONDS had_containers=0
-    [[ -e /var/lib/containers ]] && had_containers=1
+    local work started=$SECONDS
     work=$(mktemp -d /tmp/p2p-pause.XXXXXX)
-    # buildah's own storage in the temp dir (vfs: no overlay mount), not /var/lib/containers.
-    local bh=(timeout 300 buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
     log "pause image: building $pause_image from $pause_src/linux/pause.c"
-    if gcc -Os -Wall -Werror -static -DVERSION="v${pause_image##*:}-p2p-sensor" -o "$work/pause" "$pause_src/linux/pause.c" &&
-        ctr_id=$("${bh[@]}" from scratch) &&
-        "${bh[@]}" copy --chmod 0755 "$ctr_id" "$work/pause" /pause >/dev/null &&
-        "${bh[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$ctr_id" &&
-        "${bh[@]}" commit --quiet "$ctr_id" "$pause_image" >/dev/null &&
-        mkdir -p "$(dirname "$pause_archive")" &&
-        "${bh[@]}" push --quiet "$pause_image" "docker-archive:$pause_archive.partial:$pause_image"; then
-        mv "$pause_archive.partial" "$pause_archive"
+    if ! gcc -Os -Wall -Werror -static -DVERSION="v${pause_image##*:}-p2p-sensor" -o "$work/pause" "$pause_src/linux/pause.c"; then
+        rm -rf "$work"
+        die 1 "gcc -static $pause_src/linux/pause.c failed (Debian: gcc, libc6-dev)"
+    fi
+    scratch_image "$pause_image" "$pause_archive" 65535:65535 '["/pause"]' "$work/pause=/pause"
+    rm -rf "$work"
+    log "pause image: built in $((SECONDS - started)) s ($pause_archive)"
+}
+
+# scratch_image IMAGE ARCHIVE USER ENTRYPOINT SRC=DEST...: an image FROM scratch holding each file
+# SRC at DEST (mode 0755), PATH=/bin, the given USER (uid:gid) and ENTRYPOINT (JSON array), saved
+# as the docker archive ARCHIVE (an oci-archive imports nothing into containerd 1.6). buildah keeps
+# its storage in a temporary directory (vfs: no overlay mount), not /var/lib/containers.
+scratch_image() {
+    local image=$1 archive=$2 user=$3 entrypoint=$4 work ctr_id pair ok=1 had_containers=0
+    shift 4
+    [[ -e /var/lib/containers ]] && had_containers=1
+    work=$(mktemp -d /tmp/p2p-image.XXXXXX)
+    local bh=(timeout 300 buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
+    if ctr_id=$("${bh[@]}" from scratch); then
+        for pair in "$@"; do
+            "${bh[@]}" copy --chmod 0755 "$ctr_id" "${pair%%=*}" "${pair#*=}" >/dev/null || ok=0
+        done
+        ((ok == 1)) &&
+            "${bh[@]}" config --entrypoint "$entrypoint" --user "$user" --env PATH=/bin "$ctr_id" &&
+            "${bh[@]}" commit --quiet "$ctr_id" "$image" >/dev/null &&
+            mkdir -p "$(dirname "$archive")" &&
+            "${bh[@]}" push --quiet "$image" "docker-archive:$archive.partial:$image" &&
+            mv "$archive.partial" "$archive"
     fi
     "${bh[@]}" rm --all >/dev/null 2>&1 || true
     # vfs layers may hold read-only directories; the storage is ours alone.
     chmod -R u+w "$work" 2>/dev/null || true
-    rm -rf "$work" "$pause_archive.partial"
+    rm -rf "$work" "$archive.partial"
     # buildah push keeps a blob-info cache in /var/lib/containers/cache whatever --root says.
     ((had_containers == 1)) || rm -rf /var/lib/containers
-    [[ -s "$pause_archive" ]] || die 1 "building the pause image failed (gcc -static needs libc6-dev; buildah: see above)"
-    log "pause image: built in $((SECONDS - started)) s ($pause_archive)"
+    [[ -s "$archive" ]] || die 1 "building the image $image failed (buildah: see above)"
 }
 
-pause_import() {
-    if ctr_k8s images ls -q 2>/dev/null | grep -qxF "$pause_image"; then
-        return 0
-    fi
-    ctr_k8s images import "$pause_archive" >/dev/null || die 1 "ctr images import $pause_archive failed"
-    ctr_k8s images ls -q | grep -qxF "$pause_image" || die 1 "$pause_image not in containerd after the import"
-    log "pause image: $pause_image imported into containerd"
+# image_import IMAGE ARCHIVE: ARCHIVE into the node's containerd unless IMAGE is there already.
+image_import() {
+    local image=$1 archive=$2
+    ctr_k8s images ls -q 2>/dev/null | grep -qxF "$image" && return 0
+    ctr_k8s images import "$archive" >/dev/null || die 1 "ctr images import $archive failed"
+    ctr_k8s images ls -q | grep -qxF "$image" || die 1 "$image not in containerd after the import"
+    log "image $image imported into containerd"
 }
+
+pause_import() { image_import "$pause_image" "$pause_archive"; }
 
 # --- configuration ------------------------------------------------------------------------------
 # write_if_changed FILE < content: a second `up` must not touch unchanged files (kube-proxy exits
@@ -259,6 +278,7 @@ readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 clusterDomain: cluster.local
+clusterDNS: [$dns_service_ip]
 podLogsDir: $state/pod-logs
 rotateCertificates: false
 serverTLSBootstrap: false
