@@ -103,12 +103,18 @@ images_build() {
     done
 }
 
-# images_import: the archives images_build saved, into the node's containerd (namespace k8s.io).
+# images_import [--if-saved]: the archives images_build saved, into the node's containerd
+# (namespace k8s.io). --if-saved: skip quietly when there are none (`up` after `down`, which
+# removes containerd's storage).
 images_import() {
     local target archive
     for target in sensor operator; do
         archive="$images_dir/$target.tar"
-        [[ -s "$archive" ]] || die 1 "no $archive (images_build first)"
+        if [[ ! -s "$archive" ]]; then
+            [[ "${1:-}" == --if-saved ]] && return 0
+            die 1 "no $archive (images_build first)"
+        fi
         ctr_k8s images import "$archive" >/dev/null || die 1 "ctr images import $archive failed"
     done
+    log "images imported into the node's containerd from $images_dir: p2p-sensor, p2p-sensor-operator"
 }
