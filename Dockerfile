@@ -69,8 +69,10 @@ COPY --from=build-sensor /out/sensor /usr/local/bin/sensor
 USER 65532:65532
 # Kaspa P2P listener: mainnet 16111 (testnet-10 16211, testnet-12 16311, simnet 16511, devnet 16611).
 EXPOSE 16111/tcp 16611/tcp
-# /metrics, /healthz, /readyz: listener 9102 (also the relay's), punch sidecar 9103, crawl sidecar 9104.
-EXPOSE 9102/tcp 9103/tcp 9104/tcp
+# /metrics, /healthz, /readyz: listener 9102 (also `sensor relay`'s default), punch sidecar 9103,
+# crawl sidecar 9104, the relay of a RelayNode 9105 (the operator sets it, so a host-network relay
+# and host-network sensors share a node).
+EXPOSE 9102/tcp 9103/tcp 9104/tcp 9105/tcp
 # `sensor relay`: libp2p circuit relay v2, TCP and QUIC (UDP) 4001; 4002 = the alternate listeners
 # of examples/relay.yaml (address-mapping test).
 EXPOSE 4001/tcp 4001/udp 4002/tcp 4002/udp

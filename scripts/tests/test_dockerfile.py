@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNTIME_STAGES = {"sensor", "operator", "kaspad", "netem"}
 EXPECTED_PORTS = {
     # sensor: P2P mainnet/devnet, metrics of listener/punch/crawl, relay TCP+QUIC and alternates.
-    "sensor": {"16111/tcp", "16611/tcp", "9102/tcp", "9103/tcp", "9104/tcp", "4001/tcp", "4001/udp",
+    "sensor": {"16111/tcp", "16611/tcp", "9102/tcp", "9103/tcp", "9104/tcp", "9105/tcp", "4001/tcp", "4001/udp",
                "4002/tcp", "4002/udp"},
     # operator: collector gRPC (--collector-listen) and HTTP (--http-listen).
     "operator": {"50051/tcp", "8080/tcp"},

@@ -400,9 +400,9 @@ fn dashboards_are_valid_and_use_only_registered_metrics() {
 fn exporter(name: &str, f: &Family) -> &'static str {
     match name {
         _ if f.source == "operator" => "operator :8080",
-        "sensor_reachability" => "punch :9103, relay :9102",
+        "sensor_reachability" => "punch :9103, relay :9105",
         _ if name.starts_with("sensor_punch_") => "punch :9103",
-        _ if name.starts_with("sensor_relay_") => "relay :9102",
+        _ if name.starts_with("sensor_relay_") => "relay :9105",
         _ if name.starts_with("sensor_crawl_") => "crawl :9104",
         _ => "listen :9102",
     }

@@ -22,11 +22,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::identity::{IDENTITY_DIR, IDENTITY_KEY};
-use super::relay_config::{self, CONFIG_FILE};
+use super::relay_config::{self, CONFIG_FILE, METRICS_PORT};
 use crate::crd::{ExposureKind, RelayNode};
 use crate::error::Result;
 use crate::fleet::build::BuildSettings;
-use crate::fleet::sensor_config::{CONFIG_DIR, METRICS_PORT};
+use crate::fleet::sensor_config::CONFIG_DIR;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, RELAY_LABEL};
 use crate::pod::{self, ContainerParams};
 
@@ -351,7 +351,7 @@ mod tests {
                 p("quic", 4001, "UDP", Some(4001)),
                 p("tcp-alt", 4002, "TCP", Some(4002)),
                 p("quic-alt", 4003, "UDP", Some(4003)),
-                p("metrics", 9102, "TCP", None),
+                p("metrics", 9105, "TCP", None),
             ]
         );
         assert!(children.exposure_service.is_none());

@@ -10,11 +10,15 @@ use serde::Serialize;
 
 use super::identity::{IDENTITY_DIR, IDENTITY_KEY};
 use crate::crd::RelayNode;
-use crate::fleet::sensor_config::METRICS_PORT;
 
 /// File name of the rendered configuration in the ConfigMap (mounted in
 /// [`crate::fleet::sensor_config::CONFIG_DIR`]).
 pub const CONFIG_FILE: &str = "relay.toml";
+/// Port of the relay's `/metrics`, `/healthz`, `/readyz`. Not the listener's 9102: a
+/// host-network relay and host-network sensors on one node would both claim that host port, and
+/// the scheduler keeps the second pod Pending ("didn't have free ports"), as the real-node e2e
+/// found (sensor/tests/cluster_pods.rs).
+pub const METRICS_PORT: i32 = 9105;
 
 #[derive(Serialize)]
 struct RelayToml<'a> {
@@ -137,7 +141,7 @@ mod tests {
         assert_eq!(r["listen_quic"].as_str(), Some("0.0.0.0:4001"));
         assert_eq!(r["identity_file"].as_str(), Some("/var/run/p2p-sensor/identity/identity.key"));
         assert_eq!(r.len(), 3, "no limits and no alternates unless set: {r:?}");
-        assert_eq!(t["metrics"]["listen"].as_str(), Some("0.0.0.0:9102"));
+        assert_eq!(t["metrics"]["listen"].as_str(), Some("0.0.0.0:9105"));
         let report = t["report"].as_table().unwrap();
         assert_eq!(report["endpoint"].as_str(), Some("http://collector:9000"));
         assert_eq!(report["interval_ms"].as_integer(), Some(5000));
