@@ -277,12 +277,16 @@ up() {
     # Admission: the plugins enabled by default in 1.34 (NamespaceLifecycle, ServiceAccount,
     # DefaultStorageClass, ResourceQuota, MutatingAdmissionWebhook, ValidatingAdmissionPolicy,
     # ValidatingAdmissionWebhook, PodSecurity, ...) plus NodeRestriction, as k3s/k3d run it.
+    # The kubelet is reached at the node's InternalIP first (as k3s does): its hostname may resolve
+    # to 127.0.0.1 (/etc/hosts here), and the API server refuses to proxy to loopback ("address not
+    # allowed" for /api/v1/nodes/NODE/proxy/..., e.g. the kubelet's /metrics/resource).
     start kube-apiserver --bind-address "$api_bind" --advertise-address "${api_advertise:-127.0.0.1}" --secure-port "$api_port" \
         --etcd-servers "http://127.0.0.1:$etcd_port" \
         --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
         --client-ca-file "$pki/ca.crt" \
         --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
         --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP \
         --service-account-issuer "https://kubernetes.default.svc.cluster.local" \
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --service-cluster-ip-range "$service_cidr" \

@@ -136,12 +136,20 @@ scratch_image() {
 }
 
 # image_import IMAGE ARCHIVE: ARCHIVE into the node's containerd unless IMAGE is there already.
+# Up to three tries: once, right after the kubelet started, an import returned 0 and the image
+# was not listed; ctr's output is shown when the last try fails.
 image_import() {
-    local image=$1 archive=$2
+    local image=$1 archive=$2 try out=""
     ctr_k8s images ls -q 2>/dev/null | grep -qxF "$image" && return 0
-    ctr_k8s images import "$archive" >/dev/null || die 1 "ctr images import $archive failed"
-    ctr_k8s images ls -q | grep -qxF "$image" || die 1 "$image not in containerd after the import"
-    log "image $image imported into containerd"
+    for try in 1 2 3; do
+        out=$(ctr_k8s images import "$archive" 2>&1) || log "ctr images import $archive (try $try): $out"
+        if ctr_k8s images ls -q 2>/dev/null | grep -qxF "$image"; then
+            log "image $image imported into containerd$( ((try == 1)) || echo " (try $try)")"
+            return 0
+        fi
+        sleep 2
+    done
+    die 1 "$image not in containerd after 3 imports of $archive; ctr said: ${out:-nothing}"
 }
 
 pause_import() { image_import "$pause_image" "$pause_archive"; }
