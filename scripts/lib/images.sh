@@ -13,14 +13,33 @@
 #       minbase + CA certificates: glibc and libgcc_s, what distroless/cc gives our binaries.
 # (The kaspad and netem stages' DEBIAN_IMAGE is not built here: the cluster does not need them.)
 # buildah keeps its storage in ~/.cache/p2p-sensor-operator/images (base images keyed by codename,
-# toolchain and this file's recipe number; layers), and the Dockerfile's cargo cache mounts persist
-# between builds, so a second build is incremental. The built images are saved there as
+# toolchain and this file's recipe number, and our images; untagged ones are pruned after a build),
+# and the Dockerfile's cargo cache mounts persist there too (images_cache_mounts), so a second
+# build is incremental. The built images are saved there as
 # docker-archive files, then imported.
 # Needs root, debootstrap, buildah, ctr; uses the caller's log/die and ctr_k8s.
 
 images_recipe=2
 images_dir="${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/images"
 debian_mirror="${P2P_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+# The Dockerfile's cache mounts (cargo registry, target/): buildah 1.28 keeps them in the fixed
+# /var/tmp/buildah-cache, which does not outlive a reboot here; pointing it into the cache makes a
+# later build on this machine incremental (a full release build of both binaries otherwise).
+images_cache_mounts() {
+    local cache_dir="$images_dir/cache-mounts" fixed=/var/tmp/buildah-cache
+    if [[ -L "$fixed" ]]; then
+        [[ "$(readlink "$fixed")" == "$cache_dir" && -d "$cache_dir" ]] && return 0
+        rm -f "$fixed"
+    elif [[ -d "$fixed" && ! -e "$cache_dir" ]]; then
+        # A real directory from an earlier build: keep what it holds.
+        mv "$fixed" "$cache_dir" || die 1 "moving $fixed to $cache_dir failed"
+    elif [[ -d "$fixed" ]]; then
+        rm -rf "$fixed"
+    fi
+    mkdir -p "$cache_dir"
+    ln -s "$cache_dir" "$fixed" || die 1 "ln -s $cache_dir $fixed failed"
+}
 
 # buildah with its storage in the cache (vfs: no overlay mounts in this sandbox). Chroot
 # isolation and the host's network for RUN steps: the builder fetches crates like the host does.
@@ -87,12 +106,13 @@ images_build() {
     images_rootfs_image "$builder" "$codename" \
         ca-certificates,build-essential,pkg-config "$sysroot"
     images_rootfs_image "$runtime" "$codename" ca-certificates
+    images_cache_mounts
     for target in sensor operator; do
         name="p2p-$target:$tag"
         [[ $target == operator ]] && name="p2p-sensor-operator:$tag"
         started=$SECONDS
         log "image $name: buildah build --target $target (Dockerfile, BUILDER_IMAGE=$builder, RUNTIME_IMAGE=$runtime)"
-        bh build --quiet --isolation chroot --network host --layers \
+        bh build --quiet --isolation chroot --network host \
             --build-arg BUILDER_IMAGE="$builder" --build-arg RUNTIME_IMAGE="$runtime" \
             --target "$target" --tag "localhost/$name" --file "$repo/Dockerfile" "$repo" >/dev/null ||
             die 1 "building $name from $repo/Dockerfile failed"
@@ -101,6 +121,10 @@ images_build() {
             die 1 "saving $name failed"
         log "image $name: built in $((SECONDS - started)) s"
     done
+    # vfs stores every image as a full copy: keep only the tagged ones (the base images and ours).
+    # No --layers above for the same reason; the cargo cache mounts keep rebuilds incremental.
+    bh rm --all >/dev/null 2>&1 || true
+    bh rmi --prune >/dev/null 2>&1 || true
 }
 
 # images_import [--if-saved]: the archives images_build saved, into the node's containerd
