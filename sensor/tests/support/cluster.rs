@@ -34,12 +34,34 @@ impl Cluster {
     /// pods as processes: no node). Errors: the script's exit status and output.
     pub fn up(dir: &Path) -> Result<Cluster, String> {
         let started = Instant::now();
-        let out = script(dir, &["up", "--clean", "--control-plane-only"])?;
+        let out = up_or_down(dir, &["up", "--clean", "--control-plane-only"])?;
         eprintln!(
             "[cluster] up in {:.1}s: {}",
             started.elapsed().as_secs_f64(),
             out.trim().lines().last().unwrap_or("")
         );
+        Self::attach(dir)
+    }
+
+    /// `scripts/cluster.sh load-images` (our images from the Dockerfile, saved in the cache), then
+    /// `up --clean` into `dir`: the control plane and the node (containerd, kubelet, kube-proxy,
+    /// CoreDNS), which imports those images. One node per machine: tests that use it run one at a
+    /// time (`--test-threads=1`). Errors: the script's exit status and output.
+    pub fn up_with_node(dir: &Path) -> Result<Cluster, String> {
+        let started = Instant::now();
+        let out = script(dir, &["load-images"])?;
+        eprintln!(
+            "[cluster] load-images in {:.1}s: {}",
+            started.elapsed().as_secs_f64(),
+            out.trim().lines().filter(|l| l.contains("built in")).collect::<Vec<_>>().join("; ")
+        );
+        let started = Instant::now();
+        up_or_down(dir, &["up", "--clean"])?;
+        eprintln!("[cluster] up (with the node) in {:.1}s", started.elapsed().as_secs_f64());
+        Self::attach(dir)
+    }
+
+    fn attach(dir: &Path) -> Result<Cluster, String> {
         let bin = PathBuf::from(
             Command::new("bash")
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-kubernetes.sh"))
@@ -80,8 +102,11 @@ impl Cluster {
     /// Tails of the control plane's logs, for a failure report.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"] {
+        for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubelet", "containerd"] {
             let log = self.dir.join(format!("logs/{name}.log"));
+            if !log.exists() {
+                continue;
+            }
             out.push_str(&format!("----- {} -----\n{}\n", log.display(), super::process::tail_file(&log, 15)));
         }
         out
@@ -103,6 +128,16 @@ impl Drop for Cluster {
             Err(e) => eprintln!("[cluster] down failed: {e}"),
         }
     }
+}
+
+/// `scripts/cluster.sh up ...`; when it fails, `down`, so that no process of a half-started
+/// cluster outlives the test (no [`Cluster`] exists to take it down on drop).
+fn up_or_down(dir: &Path, args: &[&str]) -> Result<String, String> {
+    script(dir, args).inspect_err(|_| {
+        if let Err(e) = script(dir, &["down"]) {
+            eprintln!("[cluster] down after a failed up failed too: {e}");
+        }
+    })
 }
 
 /// Runs `scripts/cluster.sh ARGS` for the cluster in `dir`; Ok(stdout + stderr) on exit 0.
