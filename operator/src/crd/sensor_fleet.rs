@@ -246,7 +246,10 @@ pub struct Storage {
     pub size: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Node directory for kind HostPath; default `/var/lib/p2p-sensor/<namespace>/<fleet>`.
+    /// Node directory for kind HostPath; default `/var/lib/p2p-sensor/<namespace>/<fleet>`. The
+    /// sensors run as UID/GID 65532 and `fsGroup` does not apply to hostPath volumes: create the
+    /// directory owned by 65532 beforehand (a missing one is created by the kubelet as root, mode
+    /// 0755, which the sensor cannot write; Kubernetes docs, hostPath type DirectoryOrCreate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
 }
