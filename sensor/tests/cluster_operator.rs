@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::cluster::{Cluster, EmulatedContainer, Kubectl, PodEmulation, REPO, helm, wait_until};
+use support::ensure;
 use support::kaspad::{Kaspad, KaspadSpec, Net};
 use support::netns::{Lab, ROOT_IP};
 use support::process::NsProcess;
@@ -190,10 +191,6 @@ impl Drop for Ctx {
             }
         }
     }
-}
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what()) }
 }
 
 #[test]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::cluster::{Cluster, Kubectl, REPO, helm, wait_until};
+use support::ensure;
 use support::kaspad::{Kaspad, KaspadSpec, Net};
 use support::netns::{Lab, ROOT_IP};
 
@@ -121,10 +122,6 @@ impl Drop for Ctx {
             }
         }
     }
-}
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what()) }
 }
 
 #[test]

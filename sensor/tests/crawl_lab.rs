@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::ensure;
 use support::kaspad::{self, Kaspad, KaspadSpec, Net};
 use support::netns::{Host, Lab};
 use support::process::NsProcess;
@@ -68,10 +69,6 @@ impl Drop for Ctx {
             self.report();
         }
     }
-}
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what()) }
 }
 
 fn devnet(ip: Ipv4Addr) -> SocketAddrV4 {

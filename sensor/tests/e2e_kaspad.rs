@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::ensure;
 use support::http;
 use support::kaspad::{self, Kaspad, KaspadSpec, Net};
 use support::netns::{self, Lab, ROOT_IP};
@@ -334,10 +335,6 @@ fn read_db_once(path: &Path) -> rusqlite::Result<Db> {
         db.peers.push(row?);
     }
     Ok(db)
-}
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what()) }
 }
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Result<f64, String> {

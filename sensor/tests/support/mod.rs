@@ -14,3 +14,9 @@ pub mod process;
 pub mod punchlab;
 pub mod sensor_process;
 pub mod webhook;
+
+/// `Ok(())` when `cond` holds, else `Err(what())`: a step's check that reports instead of panicking
+/// (the scenario returns the error, and the test prints its failure report).
+pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(what()) }
+}
