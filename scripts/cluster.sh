@@ -112,6 +112,9 @@ start() {
     log "$name: started (pid $!, log $logs/$name.log)"
 }
 
+# The built kubectl as the cluster admin.
+kubectl_admin() { "$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
+
 stop() {
     local name=$1 pid i
     pid=$(pid_of "$name") || {
@@ -236,7 +239,7 @@ etcd_ready() {
 }
 
 default_service_account() {
-    "$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" -n default get serviceaccount default -o name >/dev/null 2>&1
+    kubectl_admin -n default get serviceaccount default -o name >/dev/null 2>&1
 }
 
 up() {
@@ -317,7 +320,7 @@ up() {
         test_image_up
         images_import --if-saved
     fi
-    log "ready: $("$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" version 2>/dev/null | tail -n 1)"
+    log "ready: $(kubectl_admin version 2>/dev/null | tail -n 1)"
     log "use it: eval \"\$(scripts/cluster.sh env)\"; kubectl get --raw /readyz"
 }
 

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Cluster add-ons of scripts/cluster.sh's node (sourced by it; uses its here, state, BIN, log, die,
-# wait_for, scratch_image, image_import): the cluster DNS and the image `helm test` runs. Both
-# images are made on this machine (no registry is reachable) FROM scratch around one static
-# binary, and cached by version in ~/.cache/p2p-sensor-operator/addons:
+# kubectl_admin, wait_for, scratch_image, image_import): the cluster DNS and the image `helm test`
+# runs. Both images are made on this machine (no registry is reachable) FROM scratch around one
+# static binary, and cached by version in ~/.cache/p2p-sensor-operator/addons:
 #   localhost/p2p-sensor/coredns:<version>   github.com/coredns/coredns, built by
 #                                            scripts/build-kubernetes.sh (scripts/kube/coredns)
 #   localhost/p2p-sensor/busybox:<version>   Debian's busybox-static (apt-get download): /bin/sh
@@ -12,8 +12,6 @@
 # shellcheck disable=SC2154 # here, state, BIN, dns_service_ip: set by cluster.sh
 
 addons_dir="${XDG_CACHE_HOME:-$HOME/.cache}/p2p-sensor-operator/addons"
-
-kc() { "$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" "$@"; }
 
 # CoreDNS: its image, then coredns.yaml (Deployment, Service kube-dns at $dns_service_ip, which is
 # kubelet's clusterDNS) applied, and its rollout awaited.
@@ -29,9 +27,9 @@ dns_up() {
     fi
     image_import "$image" "$archive"
     sed -e "s|@IMAGE@|$image|" -e "s|@DNS_IP@|$dns_service_ip|" "$here/kube/coredns/coredns.yaml" |
-        kc apply --server-side --field-manager p2p-sensor-cluster -f - >/dev/null ||
+        kubectl_admin apply --server-side --field-manager p2p-sensor-cluster -f - >/dev/null ||
         die 1 "applying scripts/kube/coredns/coredns.yaml failed"
-    kc -n kube-system rollout status deployment/coredns --timeout "${timeout_s}s" >/dev/null ||
+    kubectl_admin -n kube-system rollout status deployment/coredns --timeout "${timeout_s}s" >/dev/null ||
         die 1 "CoreDNS did not become ready; kubectl -n kube-system logs deploy/coredns"
     log "CoreDNS $version: ready, Service kube-dns at $dns_service_ip (kubelet clusterDNS)"
 }

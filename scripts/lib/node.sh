@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The node of scripts/cluster.sh (sourced by it; uses its state, pki, logs, run, BIN, timeout_s,
-# log, die, start, stop, pid_of, cert, kubeconfig, wait_for): Debian's containerd 1.6 as a plain
-# process with everything of its own under $state/containerd, a pause image built on this machine
-# (no registry is reachable), a bridge + host-local CNI network, kubelet and kube-proxy (iptables).
+# log, die, start, stop, pid_of, cert, kubeconfig, kubectl_admin, wait_for): Debian's containerd
+# 1.6 as a plain process with everything of its own under $state/containerd, a pause image built
+# on this machine (no registry is reachable), a bridge + host-local CNI network, kubelet and kube-proxy (iptables).
 #
 # One node per machine: kubelet's ports (10250, 10248), kube-proxy's iptables rules, the bridge
 # and the pod network 10.244.0.0/24 are the machine's, so `up` refuses to start a second one.
@@ -352,7 +352,7 @@ kube_proxy_ready() {
 
 node_ready() {
     curl -fsS --max-time 2 http://127.0.0.1:10248/healthz >/dev/null 2>&1 || return 1
-    [[ "$("$BIN/kubectl" --kubeconfig "$state/admin.kubeconfig" get node "$node_name" \
+    [[ "$(kubectl_admin get node "$node_name" \
         -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == "True" ]]
 }
 
