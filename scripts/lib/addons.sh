@@ -39,9 +39,11 @@ dns_up() {
 test_image_up() {
     local work deb version archive
     work=$(mktemp -d /tmp/p2p-busybox.XXXXXX)
-    (cd "$work" && apt-get download busybox-static >/dev/null 2>&1) || {
+    # apt's lists may be missing when scripts/install-prereqs.sh had nothing to install: update once.
+    (cd "$work" && apt-get download busybox-static >/dev/null 2>&1) ||
+        { apt-get update -q >/dev/null 2>&1 && (cd "$work" && apt-get download busybox-static >/dev/null 2>&1); } || {
         rm -rf "$work"
-        die 1 "apt-get download busybox-static failed (apt-get update first)"
+        die 1 "apt-get download busybox-static failed (after apt-get update)"
     }
     deb=$(echo "$work"/busybox-static_*.deb)
     # 1:1.35.0-4+deb12u1 -> 1.35.0
