@@ -8,7 +8,7 @@
 //! The registries are built with the same calls the binaries make and encoded to text; the
 //! `# TYPE` lines give the names. No network.
 //!
-//! The README's "Metrics reference" must list every sensor and operator metric, too (libp2p's own
+//! docs/metrics.md ("Metrics reference") must list every sensor and operator metric, too (libp2p's own
 //! `libp2p_*` metrics are described as a group there). `DASHBOARDS_PRINT_METRICS=1 cargo test -p
 //! sensor --test dashboards -- --nocapture` prints the table rows from the registries.
 
@@ -396,7 +396,7 @@ fn dashboards_are_valid_and_use_only_registered_metrics() {
     assert!(problems.is_empty(), "dashboard problems:\n{}", problems.join("\n"));
 }
 
-/// Which process serves `name` on which port (README table column).
+/// Which process serves `name` on which port (docs/metrics.md table column).
 fn exporter(name: &str, f: &Family) -> &'static str {
     match name {
         _ if f.source == "operator" => "operator :8080",
@@ -408,7 +408,7 @@ fn exporter(name: &str, f: &Family) -> &'static str {
     }
 }
 
-/// One row of the README's metrics table: `| `name` | exported by | type | labels | meaning |`.
+/// One row of the metrics table in docs/metrics.md: `| `name` | exported by | type | labels | meaning |`.
 fn table_row(name: &str, f: &Family) -> String {
     let labels: Vec<String> = f.labels.iter().map(|l| format!("`{l}`")).collect();
     let labels = if labels.is_empty() { "—".to_string() } else { labels.join(", ") };
@@ -424,14 +424,15 @@ fn readme_metrics_reference_lists_every_metric() {
             println!("{}", table_row(name, f));
         }
     }
-    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
-    let section = readme.split("## Metrics reference").nth(1).expect("README has a \"## Metrics reference\" section");
+    let readme = std::fs::read_to_string(workspace().join("docs/metrics.md")).expect("docs/metrics.md");
+    let section =
+        readme.split("# Metrics reference").nth(1).expect("docs/metrics.md has a \"# Metrics reference\" section");
     let section = section.split("\n## ").next().unwrap_or(section);
     let missing: Vec<&str> =
         ours.iter().map(|(n, _)| n.as_str()).filter(|n| !section.contains(&format!("| `{n}` |"))).collect();
     assert!(
         missing.is_empty(),
-        "README \"Metrics reference\" lacks {missing:?}; regenerate the rows with \
+        "docs/metrics.md \"Metrics reference\" lacks {missing:?}; regenerate the rows with \
          DASHBOARDS_PRINT_METRICS=1 cargo test -p sensor --test dashboards readme -- --nocapture"
     );
 }

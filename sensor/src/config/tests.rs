@@ -700,19 +700,29 @@ fn crawl_defaults_env_lists_and_ranges() {
     assert!(reason.contains("at least crawl.min_revisit_secs (600)"), "{reason}");
 }
 
-/// The README's configuration reference names every key (as `section.key` or, in a section's
-/// own table, `key`), so a new setting cannot ship undocumented.
+/// The configuration reference (README.md and docs/*.md) names every key (as `section.key` or, in
+/// a section's own table, `key`), so a new setting cannot ship undocumented.
 #[test]
 fn the_readme_documents_every_key() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
-    let quoted: std::collections::HashSet<&str> =
-        readme.split('`').skip(1).step_by(2).flat_map(|code| code.split([' ', ',', '=', '|', '/'])).collect();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut docs = vec![std::fs::read_to_string(format!("{root}/README.md")).expect("README.md")];
+    for entry in std::fs::read_dir(format!("{root}/docs")).expect("docs/") {
+        let path = entry.expect("docs/ entry").path();
+        if path.extension().is_some_and(|ext| ext == "md") {
+            docs.push(std::fs::read_to_string(&path).expect("docs/*.md"));
+        }
+    }
+    let quoted: std::collections::HashSet<&str> = docs
+        .iter()
+        .flat_map(|doc| doc.split('`').skip(1).step_by(2))
+        .flat_map(|code| code.split([' ', ',', '=', '|', '/']))
+        .collect();
     let missing: Vec<&str> = KEYS
         .iter()
         .map(|(key, _, _)| *key)
         .filter(|key| !quoted.contains(key) && !quoted.contains(key.rsplit('.').next().unwrap_or(key)))
         .collect();
-    assert!(missing.is_empty(), "keys missing from README.md: {missing:?}");
+    assert!(missing.is_empty(), "keys missing from README.md and docs/: {missing:?}");
 }
 
 #[test]
