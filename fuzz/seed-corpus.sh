@@ -3,7 +3,7 @@
 # made by protoc --encode from the text-format messages below against the real .proto files
 # (kaspa-p2p-lib 2.1.0's p2p.proto for `version` and `addresses`, report/proto for `report`),
 # and TOML files for `config` (the `sensor config` printout plus hand-written ones).
-# fuzz/corpus/<target>/ is these seeds after `cargo fuzz cmin` (README.md, "Fuzzing").
+# fuzz/corpus/<target>/ is these seeds after `cargo fuzz cmin` (docs/fuzzing.md).
 # Usage: fuzz/seed-corpus.sh   (needs protoc, python3, cargo; run from anywhere). SENSOR_BIN=PATH
 # takes `sensor config` from an already built binary instead of `cargo run -p sensor`.
 set -euo pipefail

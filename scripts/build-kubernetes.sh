@@ -22,7 +22,7 @@
 #                     into <root>/bin, so a changed go.mod never reuses a stale build.
 #   P2P_KUBE_BINARIES space-separated subset to build (default: all of the above)
 # Exit codes: 0 built or present, 1 a build failed, 2 usage error.
-# Cold build on 2 cores: see README.md, "Real Kubernetes"; Go's build cache (~/.cache/go-build)
+# Cold build on 2 cores: see docs/kubernetes.md, "Real Kubernetes"; Go's build cache (~/.cache/go-build)
 # shares the packages the binaries have in common.
 set -euo pipefail
 

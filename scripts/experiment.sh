@@ -24,7 +24,7 @@ Usage: scripts/experiment.sh [options] SCENARIO
 
 Runs SCENARIO in namespace $P2P_NAMESPACE of the k3d cluster $K3D_CLUSTER (scripts/k3d-up.sh first;
 kaspad scenarios need the p2p-kaspad image: scripts/k3d-up.sh --with-kaspad 1), waits for Ready,
-lets it run, and writes results/<UTC timestamp>/ (README, "Experiments").
+lets it run, and writes results/<UTC timestamp>/ (docs/experiments.md).
 
 Scenarios (--list):
 $(scenario_table)

@@ -5,7 +5,7 @@
 # crashes — a panic, an integer overflow (built with debug assertions), an input running over 10 s
 # or an RSS over 2 GiB — and names the input that did it (kept in fuzz/artifacts/<target>/).
 #
-# Usage: scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]     (default 60; README.md, "Fuzzing")
+# Usage: scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]     (default 60; docs/fuzzing.md)
 # Environment:
 #   FUZZ_TARGET_DIR  cargo target directory, kept for the next run (a cold build took 30 min on 2
 #                    shared cores, a warm one seconds); default ~/.cache/p2p-sensor-fuzz/target
@@ -18,7 +18,7 @@
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags). Installs cargo-fuzz when missing.
 set -euo pipefail
 
-# The version README.md's commands assume; installed below when missing (not a CI prerequisite).
+# The version docs/fuzzing.md's commands assume; installed below when missing (not a CI prerequisite).
 CARGO_FUZZ_VERSION="0.13.2"
 
 log() { printf '[fuzz-smoke] %s\n' "$*"; }

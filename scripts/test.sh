@@ -68,7 +68,7 @@ trap 'rm -f "$results"' EXIT
 # Everything but the end-to-end tests (they are #[ignore]d, so a plain run skips them) ...
 # This includes the fuzz corpus replay (sensor/tests/fuzz_corpus.rs): every committed input of
 # fuzz/corpus/<target>/ through the fuzz targets' own property checks, with no cargo-fuzz build.
-# Fuzzing for new inputs is scripts/fuzz-smoke.sh, run by hand (README.md, "Fuzzing").
+# Fuzzing for new inputs is scripts/fuzz-smoke.sh, run by hand (docs/fuzzing.md).
 log "cargo test --workspace --all-targets"
 cargo test --workspace --all-targets 2>&1 | tee -a "$results"
 

@@ -7,7 +7,7 @@
 #                                            scripts/build-kubernetes.sh (scripts/kube/coredns)
 #   localhost/p2p-sensor/busybox:<version>   Debian's busybox-static (apt-get download): /bin/sh
 #                                            and /bin/wget for the chart's test Pod
-#                                            (helm test --set test.image.repository=..., see README)
+#                                            (helm test --set test.image.repository=..., see docs/kubernetes.md)
 
 # shellcheck disable=SC2154 # here, state, BIN, dns_service_ip: set by cluster.sh
 

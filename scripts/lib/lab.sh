@@ -59,7 +59,7 @@ lab_wait_ready() {
     log "waiting up to $P2P_WAIT_TIMEOUT for relaynode/relay and sensorfleet/devnet to be Ready"
     if ! kc wait -n "$P2P_NAMESPACE" --for=condition=Ready relaynode/relay sensorfleet/devnet --timeout="$P2P_WAIT_TIMEOUT"; then
         kc get -n "$P2P_NAMESPACE" sensorfleets,relaynodes,pods -o wide >&2 || true
-        die "$EXIT_FAILED" "not Ready within $P2P_WAIT_TIMEOUT: see the conditions (kubectl describe sensorfleet devnet -n $P2P_NAMESPACE) and README, Troubleshooting"
+        die "$EXIT_FAILED" "not Ready within $P2P_WAIT_TIMEOUT: see the conditions (kubectl describe sensorfleet devnet -n $P2P_NAMESPACE) and docs/troubleshooting.md"
     fi
 }
 

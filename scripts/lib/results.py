@@ -6,7 +6,7 @@
     results.py metrics-targets PODS_JSON    `kubectl get pods -o json` -> one "NAMESPACE POD PORT
                                             CONTAINER" line per container port named *metrics
 
-Layout of results/<UTC timestamp>/ (README, "Experiments"):
+Layout of results/<UTC timestamp>/ (docs/experiments.md):
     run.json              scenario, parameters, netem decision, start/end times
     resources.json        kubectl get sensorfleets,relaynodes -o json (the raw status)
     pods.json             kubectl get pods -o json of the namespace

@@ -146,7 +146,7 @@ class Netem(unittest.TestCase):
             self.assertIn("netem not available", proc.stdout)
 
     def test_this_ci_kernel_has_no_netem(self):
-        """design.md §5: the CI kernel has no sch_netem; the scenario must say so, not pretend."""
+        """docs/natlab.md: the CI kernel has no sch_netem; the scenario must say so, not pretend."""
         if kernel_has_netem() is not False:
             self.skipTest("this kernel supports netem (or cannot be probed)")
         proc, _ = run(["bash", str(SCRIPTS / "experiment.sh"), "nat", "--netem", "50,1", "--dry-run"])
