@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sensor_report::{PeerIdSketch, TIME_TO_DIRECT_BUCKETS, bucket_quantile_ms};
 
-use super::store::StoredReport;
+use super::stored::StoredReport;
 use crate::crd::{
     ErrorClassCount, FleetCrawlStats, FleetPeerCounts, HolePunchStats, SensorSummary, TransportStats, UserAgentCount,
 };

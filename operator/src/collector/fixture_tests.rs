@@ -21,7 +21,7 @@ use sensor_report::{
 use serde::Deserialize;
 
 use super::aggregate::{FleetAggregate, RelayAggregate, aggregate_fleet, aggregate_relay};
-use super::store::StoredReport;
+use super::stored::StoredReport;
 use crate::crd::{FleetCrawlStats, FleetPeerCounts, HolePunchStats, SensorSummary, UserAgentCount};
 
 #[derive(Deserialize)]

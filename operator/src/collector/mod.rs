@@ -23,11 +23,13 @@ pub mod aggregate;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod stored;
 
 pub use aggregate::{FleetAggregate, RelayAggregate, aggregate_fleet, aggregate_relay};
 pub use metrics::CollectorMetrics;
 pub use service::{CollectorService, serve};
-pub use store::{Ingest, IngestError, OwnerKey, OwnerKind, PublishStats, ReportStore, StoreLimits, StoredReport};
+pub use store::{Ingest, IngestError, OwnerKey, OwnerKind, PublishStats, ReportStore, StoreLimits};
+pub use stored::StoredReport;
 
 #[cfg(test)]
 mod fixture_tests;
