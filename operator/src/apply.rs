@@ -13,20 +13,21 @@ use serde::de::DeserializeOwned;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::error::Result;
+use crate::error::{ApplyError, ChildAction, ObjectName, StatusError};
 use crate::labels::{FIELD_MANAGER, SPEC_HASH_ANNOTATION};
 use crate::metrics::Metrics;
 
 /// Applies `desired` (server-side apply, field manager [`FIELD_MANAGER`], forced) unless the
 /// cached object carries the same spec hash and `force` is false. Returns whether it applied.
-/// Errors: [`crate::error::Error::KubeApi`].
+/// Errors: [`ApplyError::KubeApi`] naming `owner` and the child.
 pub async fn apply_if_changed<K>(
     client: &Client,
     cache: &Store<K>,
     desired: &K,
     force: bool,
     metrics: &Metrics,
-) -> Result<bool>
+    owner: &ObjectName,
+) -> Result<bool, ApplyError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
     K: k8s_openapi::Resource,
@@ -43,22 +44,29 @@ where
         }
     }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await.map_err(|source| {
+        ApplyError::KubeApi {
+            object: owner.clone(),
+            child: ObjectName::new::<K>(&namespace, &name),
+            action: ChildAction::Apply,
+            source: Box::new(source),
+        }
+    })?;
     metrics.applied(<K as k8s_openapi::Resource>::KIND);
     Ok(true)
 }
 
-/// Deletes every cached `K` in `namespace` that is controlled by `owner_uid` and whose name is
-/// not in `keep`. Returns the deleted names. A child already gone (404) counts as deleted.
-/// Errors: [`crate::error::Error::KubeApi`].
+/// Deletes every cached `K` in `owner`'s namespace that is controlled by `owner_uid` and whose
+/// name is not in `keep`. Returns the deleted names. A child already gone (404) counts as
+/// deleted. Errors: [`ApplyError::KubeApi`] naming `owner` and the child.
 pub async fn prune<K>(
     client: &Client,
     cache: &Store<K>,
-    namespace: &str,
+    owner: &ObjectName,
     owner_uid: &str,
     keep: &[String],
     metrics: &Metrics,
-) -> Result<Vec<String>>
+) -> Result<Vec<String>, ApplyError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     K: k8s_openapi::Resource,
@@ -66,26 +74,34 @@ where
     let mut doomed: Vec<String> = cache
         .state()
         .iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| o.namespace().as_deref() == Some(&*owner.namespace))
         .filter(|o| o.owner_references().iter().any(|r| r.controller == Some(true) && r.uid == owner_uid))
         .map(|o| o.name_any())
         .filter(|name| !keep.contains(name))
         .collect();
     doomed.sort();
+    let namespace: &str = &owner.namespace;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     for name in &doomed {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => metrics.deleted(<K as k8s_openapi::Resource>::KIND),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(e.into()),
+            Err(source) => {
+                return Err(ApplyError::KubeApi {
+                    object: owner.clone(),
+                    child: ObjectName::new::<K>(namespace, name),
+                    action: ChildAction::Delete,
+                    source: Box::new(source),
+                });
+            }
         }
     }
     Ok(doomed)
 }
 
 /// Writes `status` into `K`'s status subresource by server-side apply (one field manager, so
-/// the operator owns the whole status). Errors: [`crate::error::Error::KubeApi`].
-pub async fn patch_status<K, S>(client: &Client, object: &K, status: &S) -> Result<()>
+/// the operator owns the whole status). Errors: [`StatusError::KubeApi`].
+pub async fn patch_status<K, S>(client: &Client, object: &K, status: &S) -> Result<(), StatusError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -96,21 +112,23 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .await
+        .map_err(|source| StatusError::KubeApi { object: ObjectName::of(object), source: Box::new(source) })?;
     Ok(())
 }
 
 /// Creates `object` unless it exists; returns the stored object either way (never overwrites).
-/// Errors: [`crate::error::Error::KubeApi`].
-pub async fn create_if_absent<K>(client: &Client, object: &K) -> Result<K>
+/// Errors: the API request's (the caller knows what the object was for).
+pub async fn create_if_absent<K>(client: &Client, object: &K) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() }, object).await {
         Ok(created) => Ok(created),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(api.get(&object.name_any()).await?),
-        Err(e) => Err(e.into()),
+        Err(kube::Error::Api(status)) if status.code == 409 => api.get(&object.name_any()).await,
+        Err(e) => Err(e),
     }
 }
 

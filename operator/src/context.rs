@@ -15,8 +15,18 @@ use kube::runtime::reflector::Store;
 use crate::backoff::Backoff;
 use crate::collector::store::ReportStore;
 use crate::crd::{RelayNode, SensorFleet};
-use crate::fleet::build::BuildSettings;
 use crate::metrics::Metrics;
+
+/// What the operator adds to every fleet and relay (also `crate::fleet::build::BuildSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Image when `spec.image` is absent (`--sensor-image`).
+    pub sensor_image: String,
+    /// Collector URL sensors push reports to (`--collector-endpoint`).
+    pub collector_endpoint: String,
+    /// Sensors' report interval, ms.
+    pub report_interval_ms: u64,
+}
 
 /// Operator-wide settings (from the command line).
 #[derive(Debug, Clone)]

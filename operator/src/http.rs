@@ -13,6 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+use crate::error::StartupError;
+
 /// Shared by the handlers.
 #[derive(Clone)]
 pub struct HttpState {
@@ -50,9 +52,9 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr`. Errors: [`crate::error::Error::Bind`].
-pub async fn bind(addr: SocketAddr) -> crate::error::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|source| crate::error::Error::Bind { addr, source })
+/// Binds `addr`. Errors: [`StartupError::Bind`] (e.g. the port is in use).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartupError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves.

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{BuildError, ObjectName};
 
 /// The one server-side-apply field manager of the operator.
 pub const FIELD_MANAGER: &str = "p2p-sensor-operator";
@@ -48,9 +48,14 @@ pub fn common_labels(owner_label: &str, owner_name: &str, component: &str) -> BT
 }
 
 /// A controller owner reference to `owner`. Errors:
-/// [`Error::MissingObjectKey`] when the owner has no uid or name (it was never stored).
-pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
-    owner.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))
+/// [`BuildError::MissingObjectKey`] when the owner has no uid or name (it was never stored).
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference, BuildError> {
+    owner.controller_owner_ref(&()).ok_or_else(|| missing_key(owner, "metadata.uid"))
+}
+
+/// [`BuildError::MissingObjectKey`] for `owner`'s `key`.
+pub fn missing_key<K: Resource<DynamicType = ()>>(owner: &K, key: &'static str) -> BuildError {
+    BuildError::MissingObjectKey { object: ObjectName::of(owner), key }
 }
 
 /// What every child of one owner shares: its owner's name and namespace, the common and selector
@@ -67,12 +72,16 @@ pub struct ChildMeta {
 
 impl ChildMeta {
     /// For the children of `owner` labelled `owner_label=<name>` and `component`. Errors:
-    /// [`Error::MissingObjectKey`] when the owner has no name, namespace or uid (it was not read
-    /// from the API server).
-    pub fn of<K: Resource<DynamicType = ()>>(owner: &K, owner_label: &str, component: &str) -> Result<Self> {
+    /// [`BuildError::MissingObjectKey`] when the owner has no name, namespace or uid (it was not
+    /// read from the API server).
+    pub fn of<K: Resource<DynamicType = ()>>(
+        owner: &K,
+        owner_label: &str,
+        component: &str,
+    ) -> Result<Self, BuildError> {
         let meta = owner.meta();
-        let owner_name = meta.name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
-        let namespace = meta.namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let owner_name = meta.name.clone().ok_or_else(|| missing_key(owner, "metadata.name"))?;
+        let namespace = meta.namespace.clone().ok_or_else(|| missing_key(owner, "metadata.namespace"))?;
         Ok(Self {
             labels: common_labels(owner_label, &owner_name, component),
             selector: selector_labels(owner_label, &owner_name, component),
@@ -95,9 +104,12 @@ impl ChildMeta {
 }
 
 /// Sets [`SPEC_HASH_ANNOTATION`] on `object` to the hash of its own serialised form (taken before
-/// the annotation is added). Errors: [`Error::Serialization`].
-pub fn stamp_spec_hash<K: Resource + serde::Serialize>(object: &mut K) -> Result<()> {
-    let hash = short_hash(&serde_json::to_vec(object)?);
+/// the annotation is added). Errors: [`BuildError::Serialization`].
+pub fn stamp_spec_hash<K: Resource<DynamicType = ()> + serde::Serialize>(object: &mut K) -> Result<(), BuildError> {
+    let hash = short_hash(
+        &serde_json::to_vec(object)
+            .map_err(|source| BuildError::Serialization { child: ObjectName::of(object), source })?,
+    );
     object.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
     Ok(())
 }

@@ -6,9 +6,11 @@
 pub mod allocator;
 pub mod apply;
 pub mod backoff;
+pub mod children;
 pub mod collector;
 pub mod conditions;
 pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod fleet;

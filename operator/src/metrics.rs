@@ -37,7 +37,8 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
-    /// [`crate::error::Error::metric_label`].
+    /// [`crate::error::ReconcileError::metric_label`]: the failed step's variant in snake_case,
+    /// e.g. `kube_api`, `missing_object_key`, `serialization`.
     pub error: &'static str,
 }
 
@@ -198,7 +199,12 @@ impl Metrics {
     }
 
     /// Records one finished reconciliation.
-    pub fn reconciled(&self, controller: &'static str, result: Result<(), &crate::error::Error>, took: Duration) {
+    pub fn reconciled(
+        &self,
+        controller: &'static str,
+        result: Result<(), &crate::error::ReconcileError>,
+        took: Duration,
+    ) {
         self.reconcile_time.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
         let result = match result {
             Ok(()) => "success",

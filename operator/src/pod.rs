@@ -1,13 +1,17 @@
 //! Pod-template pieces both controllers share: a PodSecurity "restricted" container and pod spec,
-//! volumes, probes.
+//! volumes, probes, and the exposure Service.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{Placement, PullPolicy, TrafficPolicy};
+use crate::crd::{Exposure, ExposureKind, Placement, PullPolicy, TrafficPolicy};
 
 /// UID/GID pods run as (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
@@ -141,6 +145,33 @@ pub fn downward_env() -> Vec<EnvVar> {
         env_value("SENSOR_SENSOR_ID", "$(POD_NAME)"),
         env_value("SENSOR_REPORT_SENDER", "$(POD_NAME)"),
     ]
+}
+
+/// The LoadBalancer or NodePort Service of `exposure` (`exposure.kind` HostNetwork gives a
+/// LoadBalancer: callers build none for it): `metadata` plus the exposure's annotations, the pods
+/// of `selector`, the exposure's `externalTrafficPolicy`, and `ports`.
+pub fn exposure_service(
+    mut metadata: ObjectMeta,
+    exposure: &Exposure,
+    selector: &BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+) -> Service {
+    metadata.annotations = exposure.annotations.clone();
+    let kind = match exposure.kind {
+        ExposureKind::NodePort => "NodePort",
+        _ => "LoadBalancer",
+    };
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(kind.into()),
+            selector: Some(selector.clone()),
+            external_traffic_policy: Some(traffic_policy(exposure.external_traffic_policy).into()),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
 }
 
 /// `externalTrafficPolicy` string.

@@ -26,7 +26,7 @@ use crate::collector::metrics::CollectorMetrics;
 use crate::collector::store::{ReportStore, StoreLimits};
 use crate::context::{Caches, Context, Resync, Settings};
 use crate::crd::{RelayNode, SensorFleet};
-use crate::error::{Error, Result};
+use crate::error::StartupError;
 use crate::http::{self, HttpState};
 use crate::labels::MANAGED_SELECTOR;
 use crate::metrics::Metrics;
@@ -92,12 +92,12 @@ impl Default for Shutdown {
 pub const USER_AGENT: &str = concat!("p2p-sensor-operator/", env!("CARGO_PKG_VERSION"));
 
 /// A client from the in-cluster or kubeconfig configuration ([`kube::Config::infer`]) that sends
-/// [`USER_AGENT`]. Errors: [`Error::Config`] when no configuration is found or it is unusable.
-async fn client() -> Result<Client> {
-    let mut config =
-        kube::Config::infer().await.map_err(|e| Error::Config(format!("no Kubernetes client configuration: {e}")))?;
+/// [`USER_AGENT`]. Errors: [`StartupError::KubeConfig`] when no configuration is found,
+/// [`StartupError::KubeClient`] when it is unusable.
+async fn client() -> Result<Client, StartupError> {
+    let mut config = kube::Config::infer().await.map_err(|source| StartupError::KubeConfig { source })?;
     config.headers.push((::http::header::USER_AGENT, ::http::HeaderValue::from_static(USER_AGENT)));
-    Client::try_from(config).map_err(|e| Error::Config(format!("unusable Kubernetes client configuration: {e}")))
+    Client::try_from(config).map_err(|source| StartupError::KubeClient { source })
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -152,10 +152,12 @@ where
     Controller::for_stream(reflector::reflector(writer, trimmed).applied_objects(), store)
 }
 
-/// Runs until `shutdown` fires (or leadership is lost: [`Error::LeaderElection`]).
-/// Errors: [`Error::Bind`] for a port in use, [`Error::Config`] without a usable kubeconfig or
-/// in-cluster config, [`Error::LeaderElection`], [`Error::Collector`].
-pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
+/// Runs until `shutdown` fires (or leadership is lost: [`StartupError::LeaseLost`]).
+/// Errors: [`StartupError::Bind`] for a port in use, [`StartupError::KubeConfig`] /
+/// [`StartupError::KubeClient`] without a usable kubeconfig or in-cluster config,
+/// [`StartupError::LeaderElection`] / [`StartupError::LeaseTaskEnded`] when the Lease cannot be
+/// held. A failing collector server is logged, not returned.
+pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<(), StartupError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let collector_metrics = CollectorMetrics::register(&mut registry);
@@ -192,7 +194,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
             .with_grace(5)
             .build()
             .await
-            .map_err(|e| Error::LeaderElection(e.to_string()))?;
+            .map_err(|source| StartupError::LeaderElection { source })?;
         let (mut leading, task) = manager.watch().await;
         tracing::info!(lease = %options.lease_name, identity = %options.identity, "waiting for leadership");
         let mut stop = shutdown.wait().boxed();
@@ -201,7 +203,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
                 break;
             }
             tokio::select! {
-                changed = leading.changed() => changed.map_err(|_| Error::LeaderElection("lease task ended".into()))?,
+                changed = leading.changed() => changed.map_err(|_| StartupError::LeaseTaskEnded)?,
                 _ = &mut stop => return Ok(()),
             }
         }
@@ -327,7 +329,7 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
         _ = futures::future::join(fleets, relays) => Ok(()),
         _ = lost_lease => {
             tracing::error!("lost the lease; stopping so that another replica can lead");
-            Err(Error::LeaderElection("lost the lease".into()))
+            Err(StartupError::LeaseLost)
         }
     };
     http::set_ready(&ready, false);
@@ -339,7 +341,10 @@ pub async fn run(options: RunOptions, shutdown: Shutdown) -> Result<()> {
     let _ = publisher.await;
     let _ = http_task.await;
     match collector_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "collector server ended with an error"),
+        Ok(Err(source)) => {
+            let e = StartupError::Collector { source };
+            tracing::warn!(error = %e, reason = e.reason(), "collector server ended with an error")
+        }
         Err(e) => tracing::warn!(error = %e, "collector task failed"),
         Ok(Ok(())) => {}
     }

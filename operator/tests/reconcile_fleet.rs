@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::controller::Action;
 use operator::crd::{RelayNode, RelayNodeStatus, RelayRef, SensorFleet, SensorFleetStatus};
+use operator::error::{ObjectName, ValidateError};
 use operator::fleet::build::{Workload, build};
 use operator::fleet::punch::{Punch, PunchRelay};
 use operator::fleet::reconcile::{error_policy, reconcile};
@@ -231,8 +232,9 @@ async fn api_errors_back_off_exponentially_per_object() {
     assert_eq!(delays, [Action::requeue(Duration::from_secs(5)), Action::requeue(Duration::from_secs(10))]);
     let mut other = lab(1);
     other.metadata.name = Some("other".into());
+    let error = ValidateError::invalid_spec(ObjectName::of(&other), "x".into()).into();
     assert_eq!(
-        error_policy(Arc::new(other), &operator::error::Error::InvalidSpec("x".into()), h.ctx.clone()),
+        error_policy(Arc::new(other), &error, h.ctx.clone()),
         Action::requeue(Duration::from_secs(5)),
         "another object starts from the base delay"
     );

@@ -33,24 +33,15 @@ use super::crawl;
 use super::export;
 use super::punch::{self, Punch, RELAY_ANNOTATION, TARGETS_KEY};
 use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
+use crate::children::{self, Child, Children};
+pub use crate::context::BuildSettings;
 use crate::crd::{ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};
-use crate::error::Result;
+use crate::error::BuildError;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, FLEET_LABEL};
 use crate::pod::{self, ContainerParams};
 
 /// `app.kubernetes.io/component` of sensor pods.
 pub const COMPONENT: &str = "sensor";
-
-/// What the operator adds to every fleet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildSettings {
-    /// Image when `spec.image` is absent (`--sensor-image`).
-    pub sensor_image: String,
-    /// Collector URL sensors push reports to (`--collector-endpoint`).
-    pub collector_endpoint: String,
-    /// Sensors' report interval, ms.
-    pub report_interval_ms: u64,
-}
 
 /// The workload behind a fleet.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +58,40 @@ pub struct FleetChildren {
     pub headless_service: Service,
     pub exposure_service: Option<Service>,
     pub workload: Workload,
+}
+
+impl Workload {
+    /// The DaemonSet or StatefulSet, as a [`Child`].
+    pub fn as_child(&self) -> &dyn Child {
+        match self {
+            Workload::DaemonSet(ds) => ds,
+            Workload::StatefulSet(sts) => sts,
+        }
+    }
+
+    fn as_child_mut(&mut self) -> &mut dyn Child {
+        match self {
+            Workload::DaemonSet(ds) => ds,
+            Workload::StatefulSet(sts) => sts,
+        }
+    }
+}
+
+impl Children for FleetChildren {
+    fn each(&self) -> Vec<&dyn Child> {
+        let mut each: Vec<&dyn Child> = vec![&self.service_account, &self.config_map, &self.headless_service];
+        each.extend(self.exposure_service.as_ref().map(|s| s as &dyn Child));
+        each.push(self.workload.as_child());
+        each
+    }
+
+    fn each_mut(&mut self) -> Vec<&mut dyn Child> {
+        let mut each: Vec<&mut dyn Child> =
+            vec![&mut self.service_account, &mut self.config_map, &mut self.headless_service];
+        each.extend(self.exposure_service.as_mut().map(|s| s as &mut dyn Child));
+        each.push(self.workload.as_child_mut());
+        each
+    }
 }
 
 /// Child object names of fleet `name`.
@@ -90,10 +115,14 @@ pub mod names {
 
 /// Builds every child of `fleet`; `hole_punch` adds the hole-punch sidecar and its targets (the
 /// reconciler passes it when `spec.relayRef` resolves). Errors:
-/// [`crate::error::Error::MissingObjectKey`] when the fleet has no name, namespace or uid (it was
-/// not read from the API server). Spec problems are caught by `validate` first; this function
-/// assumes a valid spec.
-pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&Punch>) -> Result<FleetChildren> {
+/// [`BuildError::MissingObjectKey`] when the fleet has no name, namespace or uid (it was not read
+/// from the API server); [`BuildError::Serialization`] if a child does not serialise. Spec
+/// problems are caught by `validate` first; this function assumes a valid spec.
+pub fn build(
+    fleet: &SensorFleet,
+    settings: &BuildSettings,
+    hole_punch: Option<&Punch>,
+) -> Result<FleetChildren, BuildError> {
     let child = ChildMeta::of(fleet, FLEET_LABEL, COMPONENT)?;
     let (name, namespace) = (child.owner_name.as_str(), child.namespace.as_str());
     let (labels, selector) = (&child.labels, &child.selector);
@@ -154,23 +183,8 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
     };
 
     let exposure_service = (!host_network).then(|| {
-        let mut metadata = meta(names::exposure_service(name));
-        metadata.annotations = spec.exposure.annotations.clone();
-        let kind = match spec.exposure.kind {
-            ExposureKind::NodePort => "NodePort",
-            _ => "LoadBalancer",
-        };
-        Service {
-            metadata,
-            spec: Some(ServiceSpec {
-                type_: Some(kind.into()),
-                selector: Some(selector.clone()),
-                external_traffic_policy: Some(pod::traffic_policy(spec.exposure.external_traffic_policy).into()),
-                ports: Some(vec![p2p_service_port(spec.exposure.node_port)]),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        }
+        let ports = vec![p2p_service_port(spec.exposure.node_port)];
+        pod::exposure_service(meta(names::exposure_service(name)), &spec.exposure, selector, ports)
     });
 
     let image = spec.image.clone().unwrap_or_else(|| settings.sensor_image.clone());
@@ -311,7 +325,7 @@ pub fn build(fleet: &SensorFleet, settings: &BuildSettings, hole_punch: Option<&
         metadata.annotations = Some(BTreeMap::from([(RELAY_ANNOTATION.to_string(), p.relay.multiaddr.clone())]));
     }
     let mut children = FleetChildren { service_account, config_map, headless_service, exposure_service, workload };
-    stamp_hashes(&mut children)?;
+    children::stamp_hashes(&mut children)?;
     Ok(children)
 }
 
@@ -340,18 +354,4 @@ fn with_one_per_node(affinity: Option<Affinity>, selector: &BTreeMap<String, Str
     anti.required_during_scheduling_ignored_during_execution = Some(required);
     affinity.pod_anti_affinity = Some(anti);
     affinity
-}
-
-/// Annotates every child with the hash of its own serialised form.
-fn stamp_hashes(children: &mut FleetChildren) -> Result<()> {
-    labels::stamp_spec_hash(&mut children.service_account)?;
-    labels::stamp_spec_hash(&mut children.config_map)?;
-    labels::stamp_spec_hash(&mut children.headless_service)?;
-    if let Some(service) = children.exposure_service.as_mut() {
-        labels::stamp_spec_hash(service)?;
-    }
-    match &mut children.workload {
-        Workload::DaemonSet(ds) => labels::stamp_spec_hash(ds),
-        Workload::StatefulSet(sts) => labels::stamp_spec_hash(sts),
-    }
 }

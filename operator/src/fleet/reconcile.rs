@@ -7,10 +7,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -19,48 +20,33 @@ use super::build::{self, FleetChildren, Workload, names};
 use super::punch::{self, Punch, PunchRelay, RELAY_ANNOTATION, RelayProblem};
 use super::status::{self, Observed, WorkloadState};
 use super::validate::validate;
-use crate::apply::{apply_if_changed, patch_status, prune, publish_transitions};
-use crate::conditions;
+use crate::children::{self, Children};
 use crate::context::{Context, synced};
-use crate::crd::{RelayNode, SensorFleet};
-use crate::error::{Error, Result};
+pub use crate::controller::CACHE_WAIT;
+use crate::controller::{self, object_key};
+use crate::crd::{RelayNode, SensorFleet, SensorFleetStatus};
+use crate::error::{ApplyError, ObjectName, ReconcileError, ValidateError};
 use crate::labels::SPEC_HASH_ANNOTATION;
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "sensorfleet";
 
-/// Requeue delay while the caches the reconcilers read have not been listed.
-pub const CACHE_WAIT: Duration = Duration::from_secs(1);
-
 /// Reconciles one fleet. On success the fleet is requeued after the status interval (reports
-/// change its status); an invalid spec waits for the next change instead (no hot loop).
-/// Errors: [`Error::KubeApi`] and [`Error::MissingObjectKey`]; `error_policy` backs off.
-pub async fn reconcile(fleet: Arc<SensorFleet>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let result = reconcile_inner(&fleet, &ctx).await;
-    let key = object_key(&fleet);
-    ctx.metrics.reconciled(CONTROLLER, result.as_ref().map(|_| ()), started.elapsed());
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+/// change its status); an invalid spec is `Stalled` and waits for the next change instead (no
+/// hot loop). Errors: [`crate::error::ResolveError`], [`crate::error::BuildError`],
+/// [`ApplyError`] and [`crate::error::StatusError`] in a [`ReconcileError`]; `error_policy`
+/// backs off.
+pub async fn reconcile(fleet: Arc<SensorFleet>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    controller::reconciled(CONTROLLER, fleet.as_ref(), &ctx, reconcile_inner(&fleet, &ctx)).await
 }
 
 /// Requeue delay after an error: per-object exponential backoff.
-pub fn error_policy(fleet: Arc<SensorFleet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = object_key(&fleet);
-    let delay = ctx.backoff.failed(&key);
-    tracing::warn!(fleet = %key, error = %error, reason = error.reason(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");
-    Action::requeue(delay)
+pub fn error_policy(fleet: Arc<SensorFleet>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    controller::error_policy(CONTROLLER, fleet.as_ref(), error, &ctx)
 }
 
-fn object_key(fleet: &SensorFleet) -> String {
-    format!("{}/{}", fleet.namespace().unwrap_or_default(), fleet.name_any())
-}
-
-async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
-    let name = fleet.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let namespace = fleet.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action, ReconcileError> {
+    let (name, namespace) = controller::name_and_namespace(fleet)?;
     let key = object_key(fleet);
     let caches = &ctx.caches;
     if !caches.all_synced() {
@@ -69,11 +55,13 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
         tracing::debug!(fleet = %key, "caches not synced yet; waiting");
         return Ok(Action::requeue(CACHE_WAIT));
     }
-    let invalid = validate(fleet, &ctx.settings.build.sensor_image).err();
+    let invalid = validate(fleet, &ctx.settings.build.sensor_image)
+        .err()
+        .map(|message| ValidateError::invalid_spec(ObjectName::of(fleet), message));
     let reports = ctx.reports.fleet(namespace, name);
     let relay = punch_relay(ctx, fleet, namespace, name);
-    if let Some(reason) = &invalid {
-        tracing::info!(fleet = %key, %reason, "invalid spec; children left as they are");
+    if let Some(ValidateError::InvalidSpec { field, message, .. }) = &invalid {
+        tracing::info!(fleet = %key, %field, reason = %message, "invalid spec; children left as they are");
     } else {
         let punch = match &relay {
             Some(Ok(relay)) => Some(Punch {
@@ -90,8 +78,9 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
         let keep_config_map = punch.is_some()
             && reports.as_ref().is_none_or(|r| r.punch_senders == 0)
             && config_unchanged(ctx, &children);
-        apply_children(ctx, &children, force, keep_config_map).await?;
-        prune_children(ctx, fleet, namespace, &children).await?;
+        let owner = ObjectName::of(fleet);
+        apply_children(ctx, &owner, &children, force, keep_config_map).await?;
+        prune_children(ctx, fleet, &owner, &children).await?;
         if force {
             ctx.resync.done(&key);
         }
@@ -100,7 +89,7 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     let workload = workload_state(ctx, namespace, name);
     let relay_problem = relay.as_ref().and_then(|r| r.as_ref().err());
     let observed = Observed {
-        invalid: invalid.as_deref(),
+        invalid: invalid.as_ref().map(ValidateError::message),
         workload,
         reports: reports.as_ref(),
         reports_pending: ctx.reports.uptime() < ctx.settings.report_warm_up,
@@ -109,17 +98,11 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     let now = crate::collector::aggregate::status_time(ctx.now());
     let mut new_status = status::status(fleet, &observed, &now);
     crate::freshness::hold(&mut new_status, fleet.status.as_ref(), ctx.settings.status_heartbeat);
-    let old_conditions = fleet.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    if fleet.status.as_ref() != Some(&new_status) {
-        patch_status(&ctx.client, fleet, &new_status).await?;
-        ctx.metrics.status_patched(CONTROLLER);
-        let transitions = conditions::transitions(&old_conditions, &new_status.conditions);
-        publish_transitions(&ctx.recorder, fleet, &transitions, &ctx.metrics).await;
-    }
+    controller::write_status(ctx, CONTROLLER, fleet, fleet.status.as_ref(), &new_status, conditions).await?;
     ctx.metrics.set_fleet(&key, Some((fleet.spec.network, &new_status)));
     if synced(&caches.fleets) {
         // The fleet being reconciled exists even if the cache has not caught up with it yet.
-        let mut live: HashSet<String> = caches.fleets.state().iter().map(|f| object_key(f)).collect();
+        let mut live: HashSet<String> = caches.fleets.state().iter().map(|f| object_key(f.as_ref())).collect();
         live.insert(key.clone());
         for gone in ctx.metrics.retain_fleets(|k| live.contains(k)) {
             tracing::info!(fleet = %gone, "fleet deleted: removed from the fleet metrics");
@@ -128,39 +111,36 @@ async fn reconcile_inner(fleet: &SensorFleet, ctx: &Context) -> Result<Action> {
     Ok(if invalid.is_some() { Action::await_change() } else { Action::requeue(ctx.settings.status_interval) })
 }
 
+fn conditions(status: &SensorFleetStatus) -> &[Condition] {
+    &status.conditions
+}
+
 /// Applies the children that changed (all with `force`), except the ConfigMap with
 /// `keep_config_map`.
-async fn apply_children(ctx: &Context, children: &FleetChildren, force: bool, keep_config_map: bool) -> Result<()> {
-    let (client, caches, metrics) = (&ctx.client, &ctx.caches, ctx.metrics.as_ref());
-    apply_if_changed(client, &caches.service_accounts, &children.service_account, force, metrics).await?;
-    if !keep_config_map {
-        apply_if_changed(client, &caches.config_maps, &children.config_map, force, metrics).await?;
-    }
-    apply_if_changed(client, &caches.services, &children.headless_service, force, metrics).await?;
-    if let Some(service) = &children.exposure_service {
-        apply_if_changed(client, &caches.services, service, force, metrics).await?;
-    }
-    match &children.workload {
-        Workload::DaemonSet(ds) => apply_if_changed(client, &caches.daemon_sets, ds, force, metrics).await?,
-        Workload::StatefulSet(sts) => apply_if_changed(client, &caches.stateful_sets, sts, force, metrics).await?,
-    };
-    Ok(())
+async fn apply_children(
+    ctx: &Context,
+    owner: &ObjectName,
+    children: &FleetChildren,
+    force: bool,
+    keep_config_map: bool,
+) -> Result<(), ApplyError> {
+    let mut wanted = children.each();
+    wanted.retain(|c| !(keep_config_map && c.kind() == ConfigMap::KIND));
+    children::apply_all(ctx, owner, wanted, force).await
 }
 
 /// Deletes Services and workloads of this fleet that the spec no longer wants (exposure turned
 /// off, DaemonSet ↔ StatefulSet switch). The ServiceAccount and ConfigMap never change name.
-async fn prune_children(ctx: &Context, fleet: &SensorFleet, namespace: &str, children: &FleetChildren) -> Result<()> {
-    let uid = fleet.metadata.uid.as_deref().ok_or(Error::MissingObjectKey("metadata.uid"))?;
-    let (client, caches, metrics) = (&ctx.client, &ctx.caches, ctx.metrics.as_ref());
-    let mut services = vec![children.headless_service.name_any()];
-    services.extend(children.exposure_service.as_ref().map(|s| s.name_any()));
-    prune::<Service>(client, &caches.services, namespace, uid, &services, metrics).await?;
-    let (keep_ds, keep_sts) = match &children.workload {
-        Workload::DaemonSet(ds) => (vec![ds.name_any()], vec![]),
-        Workload::StatefulSet(sts) => (vec![], vec![sts.name_any()]),
-    };
-    prune::<DaemonSet>(client, &caches.daemon_sets, namespace, uid, &keep_ds, metrics).await?;
-    prune::<StatefulSet>(client, &caches.stateful_sets, namespace, uid, &keep_sts, metrics).await?;
+async fn prune_children(
+    ctx: &Context,
+    fleet: &SensorFleet,
+    owner: &ObjectName,
+    children: &FleetChildren,
+) -> Result<(), ReconcileError> {
+    let uid = controller::uid(fleet)?;
+    children::prune::<Service>(ctx, owner, uid, children).await?;
+    children::prune::<DaemonSet>(ctx, owner, uid, children).await?;
+    children::prune::<StatefulSet>(ctx, owner, uid, children).await?;
     Ok(())
 }
 

@@ -16,22 +16,22 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource, Service,
-    ServiceAccount, ServicePort, ServiceSpec,
+    ServiceAccount, ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::COMPONENT;
 use super::identity::{IDENTITY_DIR, IDENTITY_KEY};
 use super::relay_config::{self, CONFIG_FILE, METRICS_PORT};
+use crate::children::{self, Child, Children};
+use crate::context::BuildSettings;
 use crate::crd::{ExposureKind, RelayNode};
-use crate::error::Result;
-use crate::fleet::build::BuildSettings;
+use crate::error::BuildError;
 use crate::fleet::sensor_config::CONFIG_DIR;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, RELAY_LABEL};
 use crate::pod::{self, ContainerParams};
 
-/// `app.kubernetes.io/component` of relay pods.
-pub const COMPONENT: &str = "relay";
 /// File mode of the mounted identity key (owner read; the pod's fsGroup adds group read).
 pub const IDENTITY_MODE: i32 = 0o400;
 /// Names of the P2P container ports, also the names (and target ports) of the exposure
@@ -51,6 +51,22 @@ pub struct RelayChildren {
     pub exposure_service: Option<Service>,
 }
 
+impl Children for RelayChildren {
+    fn each(&self) -> Vec<&dyn Child> {
+        let mut each: Vec<&dyn Child> = vec![&self.service_account, &self.config_map];
+        each.extend(self.exposure_service.as_ref().map(|s| s as &dyn Child));
+        each.push(&self.deployment);
+        each
+    }
+
+    fn each_mut(&mut self) -> Vec<&mut dyn Child> {
+        let mut each: Vec<&mut dyn Child> = vec![&mut self.service_account, &mut self.config_map];
+        each.extend(self.exposure_service.as_mut().map(|s| s as &mut dyn Child));
+        each.push(&mut self.deployment);
+        each
+    }
+}
+
 /// Child object names of relay `name`.
 pub mod names {
     pub fn service_account(relay: &str) -> String {
@@ -68,10 +84,15 @@ pub mod names {
 }
 
 /// Builds every child of `relay`; the pod mounts Secret `identity_secret_name` (key
-/// [`IDENTITY_KEY`]) at [`IDENTITY_DIR`]. Errors: [`crate::error::Error::MissingObjectKey`] when the relay has
-/// no name, namespace or uid (it was not read from the API server). Spec problems are caught by
+/// [`IDENTITY_KEY`]) at [`IDENTITY_DIR`]. Errors: [`BuildError::MissingObjectKey`] when the
+/// relay has no name, namespace or uid (it was not read from the API server);
+/// [`BuildError::Serialization`] if a child does not serialise. Spec problems are caught by
 /// `validate` first; this function assumes a valid spec.
-pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: &str) -> Result<RelayChildren> {
+pub fn build(
+    relay: &RelayNode,
+    settings: &BuildSettings,
+    identity_secret_name: &str,
+) -> Result<RelayChildren, BuildError> {
     let child = ChildMeta::of(relay, RELAY_LABEL, COMPONENT)?;
     let (name, namespace) = (child.owner_name.as_str(), child.namespace.as_str());
     let (labels, selector) = (&child.labels, &child.selector);
@@ -101,12 +122,6 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
     };
 
     let exposure_service = (!host_network).then(|| {
-        let mut metadata = meta(names::exposure_service(name));
-        metadata.annotations = spec.exposure.annotations.clone();
-        let kind = match spec.exposure.kind {
-            ExposureKind::NodePort => "NodePort",
-            _ => "LoadBalancer",
-        };
         let port = |port_name: &str, port: i32, protocol: &str| ServicePort {
             name: Some(port_name.into()),
             port,
@@ -116,17 +131,7 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
             ..ServicePort::default()
         };
         let ports = p2p_ports.iter().map(|&(port_name, number, protocol)| port(port_name, number, protocol)).collect();
-        Service {
-            metadata,
-            spec: Some(ServiceSpec {
-                type_: Some(kind.into()),
-                selector: Some(selector.clone()),
-                external_traffic_policy: Some(pod::traffic_policy(spec.exposure.external_traffic_policy).into()),
-                ports: Some(ports),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        }
+        pod::exposure_service(meta(names::exposure_service(name)), &spec.exposure, selector, ports)
     });
 
     let mut ports: Vec<_> =
@@ -193,7 +198,7 @@ pub fn build(relay: &RelayNode, settings: &BuildSettings, identity_secret_name: 
     };
 
     let mut children = RelayChildren { service_account, config_map, deployment, exposure_service };
-    stamp_hashes(&mut children)?;
+    children::stamp_hashes(&mut children)?;
     Ok(children)
 }
 
@@ -225,17 +230,6 @@ fn relay_env(external: &[String]) -> Vec<EnvVar> {
         env.push(pod::env_value("SENSOR_RELAY_EXTERNAL_ADDRESSES", external.join(",")));
     }
     env
-}
-
-/// Annotates every child with the hash of its own serialised form.
-fn stamp_hashes(children: &mut RelayChildren) -> Result<()> {
-    labels::stamp_spec_hash(&mut children.service_account)?;
-    labels::stamp_spec_hash(&mut children.config_map)?;
-    labels::stamp_spec_hash(&mut children.deployment)?;
-    if let Some(service) = children.exposure_service.as_mut() {
-        labels::stamp_spec_hash(service)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -392,6 +386,6 @@ mod tests {
     fn a_relay_never_stored_cannot_be_built() {
         let mut relay = relay(serde_json::json!({}));
         relay.metadata.uid = None;
-        assert!(matches!(build(&relay, &settings(), "x"), Err(crate::error::Error::MissingObjectKey(_))));
+        assert!(matches!(build(&relay, &settings(), "x"), Err(BuildError::MissingObjectKey { .. })));
     }
 }

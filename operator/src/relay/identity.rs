@@ -4,8 +4,8 @@
 //! Without `spec.identity.secretRef` the operator owns Secret `<name>-identity` (labelled, with
 //! a controller owner reference, key [`IDENTITY_KEY`] = the protobuf-encoded keypair). It is
 //! created once and never overwritten. With a `secretRef` the operator only reads the user's
-//! Secret. A missing Secret or an undecodable key is [`Error::IdentitySecret`]: the relay is
-//! `Stalled` (`InvalidIdentity`) until the user fixes it.
+//! Secret. A missing Secret or an undecodable key is [`ResolveError::IdentitySecret`]: the relay
+//! is `Stalled` (`InvalidIdentity`) until the user fixes it.
 
 use std::collections::BTreeMap;
 
@@ -16,11 +16,11 @@ use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 use libp2p_identity::Keypair;
 
-use super::build::COMPONENT;
+use super::COMPONENT;
 use crate::apply::create_if_absent;
 use crate::context::Context;
 use crate::crd::RelayNode;
-use crate::error::{Error, Result};
+use crate::error::{IdentityProblem, ObjectName, ReconcileError, ResolveError};
 use crate::labels::{self, RELAY_LABEL};
 
 /// Key of the protobuf-encoded libp2p keypair inside the identity Secret.
@@ -34,11 +34,16 @@ pub fn owned_secret_name(relay: &str) -> String {
 }
 
 /// Name of the Secret `relay` runs with: `spec.identity.secretRef.name` or the owned one.
-/// Errors: [`Error::MissingObjectKey`] when the relay has no name.
-pub fn secret_name(relay: &RelayNode) -> Result<String> {
+/// Errors: [`ResolveError::MissingObjectKey`] when the relay has no name.
+pub fn secret_name(relay: &RelayNode) -> Result<String, ResolveError> {
     match &relay.spec.identity.secret_ref {
         Some(secret) => Ok(secret.name.clone()),
-        None => relay.metadata.name.as_deref().map(owned_secret_name).ok_or(Error::MissingObjectKey("metadata.name")),
+        None => relay
+            .metadata
+            .name
+            .as_deref()
+            .map(owned_secret_name)
+            .ok_or_else(|| ResolveError::MissingObjectKey { object: ObjectName::of(relay), key: "metadata.name" }),
     }
 }
 
@@ -52,15 +57,19 @@ pub struct Identity {
 }
 
 /// The owned identity Secret of `relay` holding a freshly generated Ed25519 key (the randomness
-/// is the only impurity); `immutable`, so the PeerId cannot change by an edit. Errors: [`Error::MissingObjectKey`] when the relay has no name,
-/// namespace or uid; [`Error::IdentitySecret`] if the key cannot be encoded (not expected).
-pub fn identity_secret(relay: &RelayNode) -> Result<Secret> {
-    let name = relay.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let namespace = relay.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+/// is the only impurity); `immutable`, so the PeerId cannot change by an edit. Errors:
+/// [`crate::error::BuildError::MissingObjectKey`] when the relay has no name, namespace or uid;
+/// [`ResolveError::IdentitySecret`] ([`IdentityProblem::Encode`]) if the key cannot be encoded
+/// (not expected).
+pub fn identity_secret(relay: &RelayNode) -> Result<Secret, ReconcileError> {
+    let name = relay.metadata.name.as_deref().ok_or_else(|| labels::missing_key(relay, "metadata.name"))?;
+    let namespace =
+        relay.metadata.namespace.as_deref().ok_or_else(|| labels::missing_key(relay, "metadata.namespace"))?;
     let secret_name = owned_secret_name(name);
-    let key = Keypair::generate_ed25519().to_protobuf_encoding().map_err(|e| Error::IdentitySecret {
+    let key = Keypair::generate_ed25519().to_protobuf_encoding().map_err(|source| ResolveError::IdentitySecret {
+        object: ObjectName::of(relay),
         secret: secret_name.clone(),
-        reason: format!("cannot encode key: {e}"),
+        problem: IdentityProblem::Encode { source: Box::new(source) },
     })?;
     Ok(Secret {
         metadata: ObjectMeta {
@@ -78,48 +87,61 @@ pub fn identity_secret(relay: &RelayNode) -> Result<Secret> {
     })
 }
 
-/// The base58 PeerId of the keypair under [`IDENTITY_KEY`] in `secret.data`. Errors: the key is
-/// missing or is not a protobuf-encoded libp2p keypair (message for the `Stalled` condition).
-pub fn peer_id_from_secret(secret: &Secret) -> Result<String, String> {
+/// The base58 PeerId of the keypair under [`IDENTITY_KEY`] in `secret.data`. Errors:
+/// [`IdentityProblem::NoKey`] when the key is missing, [`IdentityProblem::NotAKeypair`] when it
+/// is not a protobuf-encoded libp2p keypair (their messages go into the `Stalled` condition).
+pub fn peer_id_from_secret(secret: &Secret) -> Result<String, IdentityProblem> {
     let bytes = secret
         .data
         .as_ref()
         .and_then(|d| d.get(IDENTITY_KEY))
         .map(|b| b.0.as_slice())
-        .ok_or_else(|| format!("no key {IDENTITY_KEY:?}"))?;
+        .ok_or(IdentityProblem::NoKey { key: IDENTITY_KEY })?;
     let keypair = Keypair::from_protobuf_encoding(bytes)
-        .map_err(|e| format!("key {IDENTITY_KEY:?} is not a protobuf-encoded libp2p keypair: {e}"))?;
+        .map_err(|source| IdentityProblem::NotAKeypair { key: IDENTITY_KEY, source: Box::new(source) })?;
     Ok(keypair.public().to_peer_id().to_string())
 }
 
 /// Resolves `relay`'s identity (I/O). Owned: the cached Secret when the cache has it, otherwise
 /// [`create_if_absent`] with a new key (an existing Secret is never overwritten). `secretRef`:
-/// the cached Secret or an API get. Errors: [`Error::IdentitySecret`] for a missing Secret or an
-/// unusable key (`Stalled`); [`Error::KubeApi`] for other API failures (backoff);
-/// [`Error::MissingObjectKey`].
-pub async fn ensure(ctx: &Context, relay: &RelayNode) -> Result<Identity> {
-    let namespace = relay.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+/// the cached Secret or an API get. Errors: [`ResolveError::IdentitySecret`] for a missing
+/// Secret or an unusable key (`Stalled`); [`ResolveError::KubeApi`] for other API failures
+/// (backoff); [`ResolveError::MissingObjectKey`] / [`crate::error::BuildError::MissingObjectKey`]
+/// for a relay never stored.
+pub async fn ensure(ctx: &Context, relay: &RelayNode) -> Result<Identity, ReconcileError> {
+    let (_, namespace) = crate::controller::name_and_namespace(relay)?;
     let secret_name = secret_name(relay)?;
+    let object = || ObjectName::of(relay);
+    let api_error = |source| ResolveError::KubeApi {
+        object: object(),
+        referenced: ObjectName::new::<Secret>(namespace, &secret_name),
+        source: Box::new(source),
+    };
     let cached = ctx.caches.secrets.get(&ObjectRef::<Secret>::new(&secret_name).within(namespace));
     let secret = match (cached, &relay.spec.identity.secret_ref) {
         (Some(cached), _) => (*cached).clone(),
-        (None, None) => create_if_absent(&ctx.client, &identity_secret(relay)?).await?,
+        (None, None) => create_if_absent(&ctx.client, &identity_secret(relay)?).await.map_err(api_error)?,
         (None, Some(_)) => {
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
             match api.get(&secret_name).await {
                 Ok(secret) => secret,
                 Err(kube::Error::Api(status)) if status.code == 404 => {
-                    return Err(Error::IdentitySecret {
+                    return Err(ResolveError::IdentitySecret {
+                        object: object(),
                         secret: secret_name,
-                        reason: "not found (spec.identity.secretRef)".into(),
-                    });
+                        problem: IdentityProblem::NotFound,
+                    }
+                    .into());
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(api_error(e).into()),
             }
         }
     };
-    let peer_id =
-        peer_id_from_secret(&secret).map_err(|reason| Error::IdentitySecret { secret: secret_name.clone(), reason })?;
+    let peer_id = peer_id_from_secret(&secret).map_err(|problem| ResolveError::IdentitySecret {
+        object: object(),
+        secret: secret_name.clone(),
+        problem,
+    })?;
     Ok(Identity { secret_name, peer_id })
 }
 
@@ -159,10 +181,10 @@ mod tests {
     fn garbage_or_missing_keys_are_errors() {
         let mut secret = identity_secret(&relay()).unwrap();
         secret.data = Some(BTreeMap::from([(IDENTITY_KEY.to_string(), ByteString(b"not a key".to_vec()))]));
-        let err = peer_id_from_secret(&secret).unwrap_err();
+        let err = peer_id_from_secret(&secret).unwrap_err().to_string();
         assert!(err.contains("not a protobuf-encoded libp2p keypair"), "{err}");
         secret.data = Some(BTreeMap::from([("other".to_string(), ByteString(vec![1, 2, 3]))]));
-        assert_eq!(peer_id_from_secret(&secret).unwrap_err(), "no key \"identity.key\"");
+        assert_eq!(peer_id_from_secret(&secret).unwrap_err().to_string(), "no key \"identity.key\"");
         secret.data = None;
         assert!(peer_id_from_secret(&secret).is_err());
     }
@@ -179,6 +201,9 @@ mod tests {
     fn a_relay_never_stored_has_no_secret() {
         let mut relay = relay();
         relay.metadata.uid = None;
-        assert!(matches!(identity_secret(&relay), Err(Error::MissingObjectKey(_))));
+        assert!(matches!(
+            identity_secret(&relay),
+            Err(ReconcileError::Build(crate::error::BuildError::MissingObjectKey { .. }))
+        ));
     }
 }

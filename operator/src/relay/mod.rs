@@ -2,6 +2,9 @@
 //! or read from the user's Secret) → build desired children (pure) → server-side apply → prune →
 //! status (pure aggregation, one patch).
 
+/// `app.kubernetes.io/component` of relay pods and of the owned identity Secret.
+pub const COMPONENT: &str = "relay";
+
 pub mod build;
 pub mod identity;
 pub mod reconcile;
