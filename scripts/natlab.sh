@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# natlab.sh — a NAT lab of Linux network namespaces (design §5), for experimenting by hand.
+# natlab.sh — a NAT lab of Linux network namespaces (docs/natlab.md), for experimenting by hand.
 #
 #   scripts/natlab.sh up     [--a TYPE] [--b TYPE] [--prefix NAME]   build the lab
 #   scripts/natlab.sh down   [--prefix NAME]                        remove it (idempotent)

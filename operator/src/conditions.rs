@@ -1,7 +1,7 @@
 //! kstatus conditions: pure helpers that keep `lastTransitionTime` stable.
 //!
 //! A condition's `lastTransitionTime` changes only when its `status` flips; rewriting it on every
-//! reconcile would change `.status` each time and re-trigger the watch (design §4).
+//! reconcile would change `.status` each time and re-trigger the watch (docs/operator.md).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 

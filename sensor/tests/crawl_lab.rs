@@ -1,5 +1,5 @@
 //! The real `sensor crawl` binary against real kaspad 2.1.0 devnet nodes in a network-namespace
-//! lab (issue 5, "Prove it"; design §5). Needs root, `ip`/`nft` and kaspad 2.1.0;
+//! lab (issue 5, "Prove it"; docs/natlab.md). Needs root, `ip`/`nft` and kaspad 2.1.0;
 //! `scripts/test.sh` runs this `#[ignore]`d test.
 //!
 //! The network: five public nodes on 198.51.100.41–45, started one after another, each

@@ -1,4 +1,4 @@
-//! The NAT lab (design §5, sensor/tests/support/natlab.rs, scripts/natlab.sh) behaves as NAT
+//! The NAT lab (docs/natlab.md, sensor/tests/support/natlab.rs, scripts/natlab.sh) behaves as NAT
 //! theory says, shown with plain UDP sockets: endpoint mapping per NAT type, inbound filtering
 //! per NAT type, and a simultaneous-open UDP hole punch for every pair of types. Needs root,
 //! `ip` and `nft`; `scripts/test.sh` runs these `#[ignore]`d tests as root.

@@ -1,5 +1,5 @@
 //! The collector: gRPC ingest of the cumulative reports that sensor and relay pods push, and their
-//! aggregation per `SensorFleet` and per `RelayNode` (design §1).
+//! aggregation per `SensorFleet` and per `RelayNode` (docs/architecture.md).
 //!
 //! One report's path: [`service`] (tonic `Collector::Push`) → [`store::ReportStore::ingest`]
 //! (validate, keep only the newest report per owner and sender) → [`store::ReportStore::publish`]

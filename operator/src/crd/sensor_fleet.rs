@@ -96,7 +96,7 @@ pub struct SensorFleetSpec {
     pub crawler: Option<Crawler>,
 }
 
-/// Kaspa networks (design §2).
+/// Kaspa networks (docs/kaspa-protocol.md).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum KaspaNetwork {
     #[serde(rename = "mainnet")]
@@ -132,7 +132,7 @@ impl KaspaNetwork {
         }
     }
 
-    /// Default P2P port (kaspad's `network.default_p2p_port()`; design §2).
+    /// Default P2P port (kaspad's `network.default_p2p_port()`; docs/kaspa-protocol.md).
     pub fn default_port(self) -> i32 {
         match self {
             KaspaNetwork::Mainnet => 16111,

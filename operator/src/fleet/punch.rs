@@ -1,4 +1,4 @@
-//! Hole-punch measurements in a fleet (design §1): the relay's dialable address, the `punch`
+//! Hole-punch measurements in a fleet (docs/architecture.md): the relay's dialable address, the `punch`
 //! sidecar, its `[punch]` section and the targets file. Pure.
 //!
 //! A fleet whose `spec.relayRef` names a RelayNode of its namespace gets, in every sensor pod, a

@@ -1,4 +1,4 @@
-//! What a well-behaved peer does after the handshake (design §2): answer `Ping` with `Pong`
+//! What a well-behaved peer does after the handshake (docs/kaspa-protocol.md): answer `Ping` with `Pong`
 //! (same nonce; kaspad pings every 120 s and drops a peer whose Pong is late), answer
 //! `RequestAddresses` with our advertised address or nothing (kaspad asks once after Ready and
 //! waits 120 s), and drain every other message type — kaspa-p2p-lib's router closes the

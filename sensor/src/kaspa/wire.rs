@@ -1,7 +1,7 @@
 //! Kaspa P2P on a raw `KaspadMessage` stream, over kaspa-p2p-lib's generated tonic client
 //! (`pb::p2p_client::P2pClient`), for what the library's `Router` cannot do: choosing the
 //! source address of a connection (load from many 127.x.y.z addresses), and — later — carrying
-//! Kaspa over other transports (design §2). The handshake is the same Version/Verack/Ready
+//! Kaspa over other transports (docs/kaspa-protocol.md). The handshake is the same Version/Verack/Ready
 //! exchange as kaspa-p2p-lib's `KaspadHandshake`.
 //!
 //! [`WireConnection::connect`] opens the stream over TCP; [`WireConnection::connect_over`] over

@@ -4,7 +4,7 @@
 //! Shape: a stream of protocol [`PROTOCOL`] (`/p2psensor/kaspa/1`, opened with
 //! `libp2p-stream`) carries kaspad's own wire protocol unchanged — gRPC over h2c, method
 //! `/protowire.P2P/MessageStream`, a bidirectional stream of `KaspadMessage`, handshake
-//! Version/Verack/Ready (design §2). So:
+//! Version/Verack/Ready (docs/kaspa-protocol.md). So:
 //!
 //! - the responder is a byte pipe, [`run_bridge`]: every incoming stream is copied
 //!   byte-for-byte to a new TCP connection to one configured Kaspa P2P address ([`BridgeConfig`]);

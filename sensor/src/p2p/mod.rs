@@ -1,5 +1,5 @@
 //! The sensor's libp2p side (rust-libp2p 0.57): `sensor relay`, a circuit relay v2 server for the
-//! fleet's hole punching, and `sensor punch`, the DCUtR hole-punch client (design §1, §5).
+//! fleet's hole punching, and `sensor punch`, the DCUtR hole-punch client (docs/architecture.md, docs/natlab.md).
 //!
 //! - [`identity`]: the persistent keypair file (the PeerId clients know).
 //! - [`swarm`]: transports (TCP + Noise + Yamux, QUIC v1) and behaviours (relay, identify, ping,

@@ -1,4 +1,4 @@
-//! The cumulative report pushed to the operator's collector (design §1).
+//! The cumulative report pushed to the operator's collector (docs/architecture.md).
 //!
 //! Every `report.interval_ms` the [`Reporter`] reads a [`Snapshot`] of the whole event database
 //! (peers by latest verdict, connection totals, top user agents, every peer id), turns it into a

@@ -29,7 +29,7 @@ impl Net {
         }
     }
 
-    /// Default P2P port (design §2).
+    /// Default P2P port (docs/kaspa-protocol.md).
     pub fn p2p_port(self) -> u16 {
         match self {
             Net::Devnet => 16611,

@@ -1,4 +1,4 @@
-//! The NAT lab of design §5 for tests: two private hosts, each behind its own NAT router of a
+//! The NAT lab of docs/natlab.md for tests: two private hosts, each behind its own NAT router of a
 //! chosen type, and two public hosts, on an isolated public segment ([`Lab::isolated`]).
 //!
 //! ```text

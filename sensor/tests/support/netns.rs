@@ -1,4 +1,4 @@
-//! A network lab built from Linux network namespaces with `ip` and `nft` (design §5).
+//! A network lab built from Linux network namespaces with `ip` and `nft` (docs/natlab.md).
 //!
 //! ```text
 //!  root ns ── <id>r (198.51.100.1/24) ─┐

@@ -77,7 +77,7 @@ impl Expected {
     }
 }
 
-/// NAT theory (design §5, RFC 4787) plus how rust-libp2p's DCUtR opens TCP, measured here.
+/// NAT theory (docs/natlab.md, RFC 4787) plus how rust-libp2p's DCUtR opens TCP, measured here.
 ///
 /// QUIC: a direct connection is possible when either side's NAT forwards anything to a mapped
 /// port (full cone), or both map endpoint-independently (restricted ↔ restricted); a symmetric

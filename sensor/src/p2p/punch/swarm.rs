@@ -5,7 +5,7 @@
 //! Port reuse: rust-libp2p 0.57's TCP and QUIC transports dial from a listening port when one
 //! matches the remote's address family and loopback-ness, and nothing here ever asks for a new
 //! port (`allocate_new_port()`), so the address the relay observes (identify) is the one DCUtR
-//! gives the peer, and the peer's dial reaches the mapping our own dial opened (design §5).
+//! gives the peer, and the peer's dial reaches the mapping our own dial opened (docs/natlab.md).
 
 use std::{io, time::Duration};
 
