@@ -11,8 +11,8 @@
 //! comma-separated items (`relay.external_addresses`, `punch.targets`, `punch.listen`; `""` =
 //! empty), everything else as a string (`""` unsets the optional addresses and paths).
 //!
-//! Errors: an unreadable or syntactically invalid file is [`SensorError::ConfigFile`]; an unknown
-//! key, a wrong type or an out-of-range value is [`SensorError::Config`] whose `key` is the dotted
+//! Errors: an unreadable or syntactically invalid file is [`ConfigError::File`]; an unknown
+//! key, a wrong type or an out-of-range value is [`ConfigError::Key`] whose `key` is the dotted
 //! TOML key (e.g. `listen.max_peer`) or, for a value that came from the environment, the variable
 //! name (e.g. `SENSOR_LISTEN_ADDRESS`). An unknown `SENSOR_*` variable is only a warning:
 //! Kubernetes injects `SENSOR_SERVICE_HOST`, `SENSOR_PORT`, … into pods for a Service named
@@ -25,13 +25,27 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use libp2p_identity::PeerId;
+use multiaddr::{Multiaddr, Protocol};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeSeq};
 
-use crate::{
-    error::{Result, SensorError},
-    kaspa::network::Network,
-};
+use crate::network::Network;
+
+/// Why a configuration could not be loaded. The sensor turns it into its `SensorError::Config`
+/// / `SensorError::ConfigFile` (metric and log kinds `config` / `config_file`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has an invalid value or is unknown. `key` is the dotted TOML path (e.g.
+    /// `classify.probe_timeout_ms`), or the environment variable or flag the value came from.
+    #[error("invalid configuration: {key}: {reason}")]
+    Key { key: String, reason: String },
+    /// A configuration file could not be read or is not valid TOML.
+    #[error("cannot read configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Result with [`ConfigError`].
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 /// Prefix of every environment variable the sensor reads.
 pub const ENV_PREFIX: &str = "SENSOR_";
@@ -152,7 +166,7 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
-/// `[report]`: the cumulative report pushed to the operator's collector (design §1). Reporting
+/// `[report]`: the cumulative report pushed to the operator's collector (docs/architecture.md). Reporting
 /// is off while `endpoint` is empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -255,7 +269,7 @@ impl Default for ReportConfig {
             interval_ms: 10_000,
             timeout_ms: 5000,
             owner_namespace: String::new(),
-            owner_kind: sensor_report::OWNER_SENSOR_FLEET.to_owned(),
+            owner_kind: crate::report::OWNER_SENSOR_FLEET.to_owned(),
             owner_name: String::new(),
             sender: String::new(),
         }
@@ -427,8 +441,8 @@ pub fn env_var_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_ascii_uppercase().replace('.', "_"))
 }
 
-fn config_err(key: impl Into<String>, reason: impl Into<String>) -> SensorError {
-    SensorError::Config { key: key.into(), reason: reason.into() }
+fn config_err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Key { key: key.into(), reason: reason.into() }
 }
 
 impl Kind {
@@ -483,8 +497,8 @@ impl Config {
     /// variable. Unknown variables are not errors because Kubernetes injects service-link
     /// variables such as `SENSOR_SERVICE_HOST` and `SENSOR_PORT` for a Service named "sensor".
     ///
-    /// Errors: [`SensorError::ConfigFile`] when the file cannot be read or is not valid TOML;
-    /// [`SensorError::Config`] for an unknown key (`key` = dotted path, e.g. `listen.max_peer`),
+    /// Errors: [`ConfigError::File`] when the file cannot be read or is not valid TOML;
+    /// [`ConfigError::Key`] for an unknown key (`key` = dotted path, e.g. `listen.max_peer`),
     /// a wrong type or invalid value (`key` = dotted path, or the `SENSOR_*` variable name when
     /// the value came from the environment), or a failed validation.
     pub fn load(
@@ -495,7 +509,7 @@ impl Config {
         let root = match file {
             None => toml::Table::new(),
             Some(path) => {
-                let file_err = |reason: String| SensorError::ConfigFile { path: path.to_owned(), reason };
+                let file_err = |reason: String| ConfigError::File { path: path.to_owned(), reason };
                 let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
                 text.parse::<toml::Table>().map_err(|e| file_err(e.to_string()))?
             }
@@ -507,12 +521,12 @@ impl Config {
     /// [`validate`](Self::validate)d: [`load`](Self::load) of a file holding `text`, without
     /// environment variables or flags. The seam of the `config` fuzz target (`fuzz/`).
     ///
-    /// Errors: [`SensorError::ConfigFile`] (path `<string>`) when `text` is not valid TOML;
-    /// [`SensorError::Config`] as for [`load`](Self::load).
+    /// Errors: [`ConfigError::File`] (path `<string>`) when `text` is not valid TOML;
+    /// [`ConfigError::Key`] as for [`load`](Self::load).
     pub fn from_toml_str(text: &str) -> Result<Config> {
         let root = text
             .parse::<toml::Table>()
-            .map_err(|e| SensorError::ConfigFile { path: PathBuf::from("<string>"), reason: e.to_string() })?;
+            .map_err(|e| ConfigError::File { path: PathBuf::from("<string>"), reason: e.to_string() })?;
         Self::from_layers(root, std::iter::empty(), &CliOverrides::default()).map(|(config, _)| config)
     }
 
@@ -556,7 +570,7 @@ impl Config {
     }
 
     /// Checks the ranges documented on each field. The error names the first offending dotted
-    /// key, e.g. `SensorError::Config { key: "classify.probe_attempts", reason: "must be between
+    /// key, e.g. `ConfigError::Key { key: "classify.probe_attempts", reason: "must be between
     /// 2 and 10, got 1" }`.
     pub fn validate(&self) -> Result<()> {
         fn range<T: PartialOrd + Display + Copy>(key: &str, v: T, min: T, max: Option<T>) -> Result<()> {
@@ -678,7 +692,7 @@ impl ReportConfig {
 
     /// The ranges and, when [`enabled`](Self::enabled), the endpoint URL and the owner.
     fn validate(&self, range: RangeCheck) -> Result<()> {
-        use sensor_report::{MAX_STRING_BYTES, OWNER_RELAY_NODE, OWNER_SENSOR_FLEET};
+        use crate::report::{MAX_STRING_BYTES, OWNER_RELAY_NODE, OWNER_SENSOR_FLEET};
         range("report.interval_ms", self.interval_ms, 1000, None)?;
         range("report.timeout_ms", self.timeout_ms, 100, Some(60_000))?;
         if self.owner_kind != OWNER_SENSOR_FLEET && self.owner_kind != OWNER_RELAY_NODE {

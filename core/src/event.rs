@@ -1,33 +1,29 @@
 //! The sensor's unit of record: one [`Event`] per inbound connection attempt and one per verdict.
 //!
 //! Events are what the store persists, what exporters ship and what reports summarise. Every
-//! enum here has a stable snake_case string form ([`as_str`](Direction::as_str)) that is the
-//! stored value and the metric label; these strings are part of the data format.
+//! enum here has a stable snake_case string form ([`Label::as_str`]) that is the stored value and
+//! the metric label; these strings are part of the data format.
 
 use std::net::IpAddr;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::classify::verdict::{Classification, VerdictReason};
-use crate::listen::admission::RejectReason;
+use crate::{
+    Label,
+    connection::RejectReason,
+    timestamp::format_timestamp,
+    verdict::{Classification, VerdictReason},
+};
 
-/// Which side opened the connection the event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which side opened the connection the event is about: `inbound` / `outbound`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Direction {
     /// The peer connected to the sensor.
     Inbound,
     /// The sensor dialled the peer (dial-back probe).
     Outbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Inbound => "inbound",
-            Self::Outbound => "outbound",
-        }
-    }
 }
 
 /// What the event records.
@@ -141,6 +137,6 @@ impl Event {
     /// (`2026-11-21T04:26:00.123456789Z`): the stored and exported form. Fixed width makes text
     /// order equal time order, which the store's `ORDER BY` and upserts rely on.
     pub fn timestamp_rfc3339(&self) -> String {
-        crate::store::writer::format_timestamp(self.timestamp)
+        format_timestamp(self.timestamp)
     }
 }

@@ -1,23 +1,32 @@
-//! Kaspa networks and their P2P parameters (design §2, from rusty-kaspa's
+//! Kaspa networks and their P2P parameters (docs/kaspa-protocol.md, from rusty-kaspa's
 //! `consensus/core/src/config/params.rs` and `kaspad/src/args.rs`, verified against kaspad 2.1.0).
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The networks a sensor can join. The wire name (`Version.network`) is `kaspa-<short name>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// The Kaspa networks a sensor can join, and the `network` of a `SensorFleet` (the operator's
+/// CRD embeds this type). The short name ([`Network::short_name`]: `mainnet`, `testnet-10`, …) is
+/// the configuration and CRD value; the wire name (`Version.network`) is `kaspa-<short name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, strum::VariantArray)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Network {
     #[default]
+    #[cfg_attr(feature = "schema", schemars(rename = "mainnet"))]
     Mainnet,
+    #[cfg_attr(feature = "schema", schemars(rename = "testnet-10"))]
     Testnet10,
+    #[cfg_attr(feature = "schema", schemars(rename = "testnet-12"))]
     Testnet12,
+    #[cfg_attr(feature = "schema", schemars(rename = "devnet"))]
     Devnet,
+    #[cfg_attr(feature = "schema", schemars(rename = "simnet"))]
     Simnet,
 }
 
 impl Network {
-    pub const ALL: [Network; 5] = [Self::Mainnet, Self::Testnet10, Self::Testnet12, Self::Devnet, Self::Simnet];
+    /// Every network, in declaration order.
+    pub const ALL: &'static [Network] = <Network as strum::VariantArray>::VARIANTS;
 
     /// The short name used in configuration and on the command line: `mainnet`, `testnet-10`, …
     pub fn short_name(self) -> &'static str {
@@ -74,7 +83,7 @@ impl FromStr for Network {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.trim().to_ascii_lowercase();
         let short = lower.strip_prefix("kaspa-").unwrap_or(&lower);
-        Self::ALL.into_iter().find(|n| n.short_name() == short).ok_or_else(|| UnknownNetwork(s.to_owned()))
+        Self::ALL.iter().copied().find(|n| n.short_name() == short).ok_or_else(|| UnknownNetwork(s.to_owned()))
     }
 }
 
@@ -103,7 +112,7 @@ mod tests {
         assert!("testnet".parse::<Network>().is_err());
         assert_eq!(Network::Mainnet.default_p2p_port(), 16111);
         assert_eq!(Network::Devnet.wire_name(), "kaspa-devnet");
-        for n in Network::ALL {
+        for &n in Network::ALL {
             assert_eq!(n.wire_name().parse::<Network>().unwrap(), n);
         }
     }

@@ -1,4 +1,4 @@
-//! The classification decision, as pure functions (design §3).
+//! The classification decision, as pure functions (docs/classification.md).
 //!
 //! * **Public**: a dial-back to the peer's *source IP* at its advertised port (the network's
 //!   default port when none) received the peer's `Version` with the same 16-byte peer id as the
@@ -17,27 +17,17 @@ use std::net::{IpAddr, SocketAddr};
 use kaspa_utils::networking::IpAddress;
 
 /// The three verdicts. Stored and exported as `public` / `private` / `unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Classification {
     Public,
     Private,
     Unknown,
 }
 
-impl Classification {
-    pub const ALL: [Classification; 3] = [Self::Public, Self::Private, Self::Unknown];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Public => "public",
-            Self::Private => "private",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
 /// Why a verdict was reached: a closed set, stored as snake_case and used as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum VerdictReason {
     /// Public: the dial-back completed Version/Verack/Ready and the peer id matched.
     HandshakeVerified,
@@ -63,34 +53,6 @@ pub enum VerdictReason {
 }
 
 impl VerdictReason {
-    pub const ALL: [VerdictReason; 10] = [
-        Self::HandshakeVerified,
-        Self::VersionVerified,
-        Self::Refused,
-        Self::Timeout,
-        Self::DifferentNode,
-        Self::HandshakeFailed,
-        Self::QueueFull,
-        Self::PrivateSource,
-        Self::InvalidAddress,
-        Self::ShuttingDown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HandshakeVerified => "handshake_verified",
-            Self::VersionVerified => "version_verified",
-            Self::Refused => "refused",
-            Self::Timeout => "timeout",
-            Self::DifferentNode => "different_node",
-            Self::HandshakeFailed => "handshake_failed",
-            Self::QueueFull => "queue_full",
-            Self::PrivateSource => "private_source",
-            Self::InvalidAddress => "invalid_address",
-            Self::ShuttingDown => "shutting_down",
-        }
-    }
-
     /// The classification this reason belongs to; every reason maps to exactly one.
     pub fn classification(self) -> Classification {
         match self {
@@ -100,11 +62,6 @@ impl VerdictReason {
                 Classification::Unknown
             }
         }
-    }
-
-    /// Parses the stored form back (used by the store's readers).
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -131,7 +88,7 @@ pub enum Decision {
 
 /// Decides after each attempt. `attempts` are in order; `expected_id` is the inbound peer's id
 /// (hex). A matching `Version` is public at once; otherwise the probe retries until
-/// `min_attempts` (at least 2, design §3) have failed, and the last failure names the reason.
+/// `min_attempts` (at least 2, docs/classification.md) have failed, and the last failure names the reason.
 pub fn decide(expected_id: &str, attempts: &[AttemptOutcome], min_attempts: u32) -> Decision {
     if let Some(completed) = attempts.iter().find_map(|a| match a {
         AttemptOutcome::Version { remote_id, completed } if remote_id == expected_id => Some(*completed),
@@ -185,6 +142,7 @@ pub fn probe_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Label;
 
     const ID: &str = "00112233445566778899aabbccddeeff";
     fn version(id: &str, completed: bool) -> AttemptOutcome {
@@ -263,7 +221,7 @@ mod tests {
 
     #[test]
     fn every_reason_round_trips_and_has_one_classification() {
-        for r in VerdictReason::ALL {
+        for &r in VerdictReason::ALL {
             assert_eq!(VerdictReason::parse(r.as_str()), Some(r));
         }
         let publics = VerdictReason::ALL.iter().filter(|r| r.classification() == Classification::Public).count();

@@ -20,13 +20,8 @@
 use std::{collections::HashSet, net::SocketAddr};
 
 use kaspa_p2p_lib::pb::{self, RequestAddressesMessage, kaspad_message::Payload};
-use sensor::{
-    crawl::{
-        filter::{self, FilterReason},
-        visit::MAX_ADDRESSES_PER_REPLY,
-    },
-    kaspa::flows::keep_alive_reply,
-};
+use sensor::kaspa::{addresses, flows::keep_alive_reply};
+use sensor_core::crawl::{FilterReason, MAX_ADDRESSES_PER_REPLY, filter};
 use tonic_prost::prost::Message;
 
 /// Panics when `data` breaks a property.
@@ -39,7 +34,7 @@ pub fn check(data: &[u8]) {
         Some(Payload::Addresses(reply)) => assert_eq!(reply.address_list, list),
         other => panic!("RequestAddresses answered with {other:?}"),
     }
-    let converted = match filter::address_list(&list) {
+    let converted = match addresses::address_list(&list) {
         Ok(converted) => converted,
         Err(len) => {
             assert!(list.len() > MAX_ADDRESSES_PER_REPLY && len == list.len());
@@ -53,7 +48,7 @@ pub fn check(data: &[u8]) {
     let mut malformed = 0;
     for entry in &list {
         let well_formed = matches!(entry.ip.len(), 4 | 16) && entry.port <= u32::from(u16::MAX);
-        match filter::socket_addr(entry) {
+        match addresses::socket_addr(entry) {
             Ok(addr) => {
                 assert!(well_formed, "accepted a malformed entry {entry:?} as {addr}");
                 assert_eq!(u32::from(addr.port()), entry.port);

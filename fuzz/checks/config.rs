@@ -7,19 +7,18 @@
 //! (anything else is skipped); the text before the first NUL byte is the TOML file; after it,
 //! one `NAME=VALUE` environment variable per line.
 //!
-//! Properties: never panics; every refusal is a [`SensorError::Config`] or
-//! [`SensorError::ConfigFile`]; an accepted file's configuration, written back as TOML, loads
-//! again to the same configuration.
+//! Properties: never panics (every refusal is a [`ConfigError`], which the signatures now
+//! guarantee); a refusal names a key or a file; an accepted file's configuration, written back as
+//! TOML, loads again to the same configuration.
 
-use sensor::{
-    SensorError,
-    config::{CliOverrides, Config},
-};
+use sensor_core::config::{CliOverrides, Config, ConfigError};
 
-fn refused_as_config(result: Result<(), SensorError>) {
+fn refusal_names_its_source(result: Result<(), ConfigError>) {
     match result {
-        Ok(()) | Err(SensorError::Config { .. } | SensorError::ConfigFile { .. }) => {}
-        Err(other) => panic!("configuration refused with a non-configuration error: {other:?}"),
+        Ok(()) | Err(ConfigError::File { .. }) => {}
+        Err(ConfigError::Key { key, reason }) => {
+            assert!(!key.is_empty() && !reason.is_empty(), "a refusal without a key or a reason: {key:?} {reason:?}")
+        }
     }
 }
 
@@ -34,10 +33,10 @@ pub fn check(data: &[u8]) {
                 .unwrap_or_else(|e| panic!("written back as\n{written}\nit no longer loads: {e}"));
             assert_eq!(again, config, "written back as\n{written}");
         }
-        Err(e) => refused_as_config(Err(e)),
+        Err(e) => refusal_names_its_source(Err(e)),
     }
     if !env.is_empty() {
         let vars = env.lines().filter_map(|line| line.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned()));
-        refused_as_config(Config::load(None, vars, &CliOverrides::default()).map(|_| ()));
+        refusal_names_its_source(Config::load(None, vars, &CliOverrides::default()).map(|_| ()));
     }
 }

@@ -226,19 +226,7 @@ impl ReconcileError {
             ReconcileError::Status(e) => e,
         }
     }
-
-    /// A [`ResolveError::MissingObjectKey`] of an object known by nothing but `key`'s absence.
-    /// Kept for callers outside this crate that built the former `Error::MissingObjectKey(key)`.
-    #[doc(hidden)]
-    #[allow(non_snake_case)]
-    pub fn MissingObjectKey(key: &'static str) -> Self {
-        let object = ObjectName { kind: "".into(), namespace: "".into(), name: "".into() };
-        ReconcileError::Resolve(ResolveError::MissingObjectKey { object, key })
-    }
 }
-
-/// The reconcile error's former name, kept for callers outside this crate.
-pub type Error = ReconcileError;
 
 /// `operator run` could not start, or stopped leading. Not retried: the process exits.
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]

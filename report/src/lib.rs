@@ -1,4 +1,4 @@
-//! The report that sensor and relay pods push to the operator's collector (design §1).
+//! The report that sensor and relay pods push to the operator's collector (docs/architecture.md).
 //!
 //! - [`v1`]: the protobuf messages and the tonic `Collector` client/server, generated from
 //!   `proto/p2psensor/report/v1/report.proto` (the project's own proto).
@@ -20,20 +20,9 @@ pub mod v1 {
     tonic::include_proto!("p2psensor.report.v1");
 }
 
-/// Owner kind of a sensor fleet's reports.
-pub const OWNER_SENSOR_FLEET: &str = "SensorFleet";
-/// Owner kind of a relay's reports.
-pub const OWNER_RELAY_NODE: &str = "RelayNode";
-
-/// A sensor lists its peer ids one by one up to this many distinct peers (16 bytes each, so at
-/// most 64 KiB); beyond it only the sketch is sent.
-pub const MAX_EXACT_PEER_IDS: usize = 4096;
-/// Bound of `PeerSummary.top_user_agents`.
-pub const MAX_TOP_USER_AGENTS: usize = 20;
-/// Bound of `RelaySummary.listen_addrs` and `HolePunchSummary.by_transport`.
-pub const MAX_LIST_ITEMS: usize = 32;
-/// Longest accepted string field (user agent, names, multiaddrs), bytes.
-pub const MAX_STRING_BYTES: usize = 512;
+pub use sensor_core::report::{
+    MAX_EXACT_PEER_IDS, MAX_LIST_ITEMS, MAX_STRING_BYTES, MAX_TOP_USER_AGENTS, OWNER_RELAY_NODE, OWNER_SENSOR_FLEET,
+};
 
 /// Upper bounds (ms) of the time-to-direct histogram buckets of `HolePunchSummary`; one more
 /// bucket follows for everything slower (+Inf). Senders and the collector must agree on these.

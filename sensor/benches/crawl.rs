@@ -11,7 +11,7 @@
 //! ((user + system CPU time) / wall time, from `getrusage(RUSAGE_CHILDREN)`; 1.0 = one core
 //! busy). Target (issue 5): the whole 1,000-node network in ≤ 10 s on 2 cores.
 //!
-//! Loopback has no latency (and this kernel no netem, design §5), so with DELAY_MS = 0 the crawl
+//! Loopback has no latency (and this kernel no netem, docs/natlab.md), so with DELAY_MS = 0 the crawl
 //! is CPU-bound by construction. DELAY_MS makes every node wait that long before each
 //! `Addresses` reply, an emulated round trip: the CPU share then shows how much of a visit is
 //! waiting.
@@ -21,10 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor::{
-    crawl::lab::{Lab, LabSpec},
-    kaspa::network::Network,
-};
+use sensor::crawl::lab::{Lab, LabSpec};
+use sensor_core::network::Network;
 
 fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -36,14 +36,14 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use prometheus_client::registry::Registry;
 
-use sensor::classify::verdict::{Classification, VerdictReason};
-use sensor::config::{ExportCredentials, SINK_HTTP, SINK_POSTGRES, Secret};
-use sensor::event::{Direction, Event, EventKind};
 use sensor::export::http::{HttpSettings, HttpSink, signature};
 use sensor::export::postgres::{PostgresSettings, PostgresSink};
 use sensor::export::{ExportSettings, Exporter, Sink, failure_kinds};
 use sensor::metrics::{ExportMetrics, Metrics};
 use sensor::store::{Store, StoreOptions};
+use sensor_core::config::{ExportCredentials, SINK_HTTP, SINK_POSTGRES, Secret};
+use sensor_core::event::{Direction, Event, EventKind};
+use sensor_core::verdict::{Classification, VerdictReason};
 
 const SECRET: &str = "bench-hmac-secret";
 /// Bound of any one phase of the bench.

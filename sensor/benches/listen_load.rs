@@ -38,7 +38,8 @@ use std::{
 };
 
 use kaspa_p2p_lib::{Adaptor, ConnectionInitializer, Hub, KaspadHandshake, Router, common::ProtocolError};
-use sensor::kaspa::{network::Network, version::LocalVersion, wire::WireConnection};
+use sensor::kaspa::{version::LocalVersion, wire::WireConnection};
+use sensor_core::network::Network;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 

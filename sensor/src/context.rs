@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::{event::Event, kaspa::network::Network, metrics::Metrics, store::Store};
+use crate::{metrics::Metrics, store::Store};
+use sensor_core::{event::Event, network::Network};
 
 /// Shared, read-only after start-up. Clone the `Arc`.
 #[derive(Debug)]
@@ -25,7 +26,7 @@ impl Context {
     }
 
     /// Queues addresses a peer gossiped (see [`crate::store::gossip`]); a full queue is logged.
-    pub fn record_gossip(&self, gossip: crate::store::gossip::Gossip) {
+    pub fn record_gossip(&self, gossip: sensor_core::gossip::Gossip) {
         if let Err(e) = self.store.record_gossip(gossip) {
             tracing::warn!(error = %e, "gossiped addresses not stored");
         }

@@ -64,5 +64,14 @@ impl SensorError {
     }
 }
 
+impl From<sensor_core::config::ConfigError> for SensorError {
+    fn from(e: sensor_core::config::ConfigError) -> Self {
+        match e {
+            sensor_core::config::ConfigError::Key { key, reason } => Self::Config { key, reason },
+            sensor_core::config::ConfigError::File { path, reason } => Self::ConfigFile { path, reason },
+        }
+    }
+}
+
 /// Result alias for the sensor crate.
 pub type Result<T, E = SensorError> = std::result::Result<T, E>;

@@ -1,15 +1,13 @@
-//! The Kaspa P2P sensor (see the crate README and `../shared/design.md`).
+//! The Kaspa P2P sensor (see README.md and docs/architecture.md).
 //!
 //! One peer's path through the modules: [`listen`] accepts and handshakes (with [`kaspa`]) →
 //! [`classify`] dials back and decides → [`store`] persists every [`event::Event`] → [`report`]
 //! pushes the cumulative summary to the operator → [`metrics`] counts it.
 
 pub mod classify;
-pub mod config;
 pub mod context;
 pub mod crawl;
 pub mod error;
-pub mod event;
 pub mod export;
 pub mod http;
 pub mod kaspa;

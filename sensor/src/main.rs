@@ -4,9 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::{Multiaddr, PeerId};
-use sensor::{
+use sensor_core::{
     config::{CliOverrides, Config, RelayListen},
-    kaspa::network::Network,
+    network::Network,
 };
 
 /// Kaspa P2P sensor: accepts inbound peers, completes the real handshake, classifies each peer
@@ -297,6 +297,9 @@ impl ListenArgs {
 
 fn load_config(file: Option<&std::path::Path>, cli: &CliOverrides) -> sensor::Result<Config> {
     let (config, warnings) = Config::load(file, std::env::vars(), cli)?;
+    if config.export.sink == sensor_core::config::SINK_POSTGRES {
+        sensor::export::postgres::validate_endpoint(&config.export.endpoint)?;
+    }
     for w in warnings {
         tracing::warn!("{w}");
     }

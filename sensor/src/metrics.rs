@@ -13,8 +13,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::classify::verdict::{Classification, VerdictReason};
-use crate::listen::admission::RejectReason;
+use sensor_core::Label;
+use sensor_core::connection::RejectReason;
+use sensor_core::verdict::{Classification, VerdictReason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -99,7 +100,7 @@ pub struct Metrics {
     /// `sensor_storage_queue_depth`: events accepted but not yet committed.
     pub storage_queue_depth: Gauge,
     /// `sensor_peer_disconnects_total{reason}`: held (handshaken) inbound peers that left, by
-    /// [`End`](crate::listen::connection::End) reason (`message_too_large`: over the 4 MiB
+    /// [`End`](sensor_core::connection::DisconnectReason) reason (`message_too_large`: over the 4 MiB
     /// transport limit).
     pub peer_disconnects: Family<ReasonLabels, Counter>,
     /// `sensor_storage_dropped_events_total{reason}`: events the store gave up on: `disk_full`
@@ -216,7 +217,7 @@ impl Metrics {
             "Events accepted but not yet committed",
             m.storage_queue_depth.clone(),
         );
-        for end in crate::listen::connection::End::ALL {
+        for end in sensor_core::connection::DisconnectReason::ALL {
             let _ = m.peer_disconnects.get_or_create(&ReasonLabels { reason: end.as_str() });
         }
         registry.register(
@@ -355,7 +356,7 @@ impl PunchMetrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CrawlResultLabels {
-    /// `reachable` or an error class (`crate::crawl::ErrorClass::as_str`).
+    /// `reachable` or an error class (`sensor_core::crawl::ErrorClass::as_str`).
     pub result: &'static str,
 }
 

@@ -153,11 +153,11 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::classify::verdict::{Classification, VerdictReason};
-    use crate::event::{Direction, Event, EventKind};
-    use crate::listen::admission::RejectReason;
     use crate::metrics::Metrics;
     use crate::store::{Store, StoreOptions};
+    use sensor_core::connection::RejectReason;
+    use sensor_core::event::{Direction, Event, EventKind};
+    use sensor_core::verdict::{Classification, VerdictReason};
 
     fn event(kind: EventKind, ip: &str, peer_id: Option<&str>) -> Event {
         let ip: IpAddr = ip.parse().unwrap();

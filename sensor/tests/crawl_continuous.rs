@@ -12,10 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor::{
-    crawl::lab::{Lab, LabSpec},
-    kaspa::network::Network,
-};
+use sensor::crawl::lab::{Lab, LabSpec};
+use sensor_core::network::Network;
 use support::{
     collector::TestCollector,
     sensor_process::{SensorProcess, Spawn, metric},
@@ -126,7 +124,7 @@ async fn rounds_revisit_only_due_nodes_and_report_the_crawl() {
     let in_50_minutes = time::OffsetDateTime::now_utc() + Duration::from_secs(3000);
     let planned = format!(
         "SELECT count(*) FROM crawl_nodes WHERE last_visit IS NOT NULL AND next_visit > '{}'",
-        sensor::store::format_timestamp(in_50_minutes)
+        sensor_core::timestamp::format_timestamp(in_50_minutes)
     );
     assert_eq!(query(&db, &planned), visited as i64, "every visited node planned an hour out");
     let deadline = Instant::now() + WAIT;

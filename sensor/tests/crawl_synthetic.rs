@@ -15,9 +15,9 @@ use std::{
 
 use sensor::{
     crawl::lab::{Lab, LabSpec, graph},
-    kaspa::network::Network,
     store::query::Reader,
 };
+use sensor_core::network::Network;
 
 /// Bound of one `sensor crawl` run.
 const RUN_LIMIT: Duration = Duration::from_secs(40);

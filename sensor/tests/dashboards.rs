@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use libp2p::metrics::Recorder;
 use prometheus_client::registry::Registry;
 use sensor::metrics::{Metrics, PunchMetrics, ReachabilityMetrics};
-use sensor::p2p::punch::attempt::{Outcome, Transport};
-use sensor::p2p::reachability::Reachability;
 use sensor::p2p::stats::RelayMetrics;
+use sensor_core::Label;
+use sensor_core::punch::{Outcome, Transport};
+use sensor_core::reachability::Reachability;
 use serde_json::Value;
 
 /// Prefixes of the metric names a query may use; anything else in a query is PromQL, a label or a
@@ -55,10 +56,10 @@ fn sensor_registry() -> Registry {
         result: Ok(libp2p::swarm::ConnectionId::new_unchecked(1)),
     });
     libp2p_metrics.record(&libp2p::relay::Event::ReservationReqAccepted { src_peer_id: peer, renewed: false });
-    let transports = Transport::ALL.map(Transport::as_str);
-    let outcomes = Outcome::ALL.map(Outcome::as_str);
+    let transports = Transport::all_labels();
+    let outcomes = Outcome::all_labels();
     let _punch = PunchMetrics::register(&mut registry, &transports, &outcomes);
-    let _reachability = ReachabilityMetrics::register(&mut registry, &Reachability::ALL.map(Reachability::as_str));
+    let _reachability = ReachabilityMetrics::register(&mut registry, &Reachability::all_labels());
     let _relay = RelayMetrics::register(&mut registry);
     let _crawl = sensor::crawl::register_metrics(&mut registry);
     let _export = sensor::metrics::ExportMetrics::register(&mut registry, "http", &sensor::export::failure_kinds());
@@ -73,7 +74,11 @@ fn operator_registry() -> Registry {
     let mut registry = Registry::default();
     let metrics = operator::metrics::Metrics::register(&mut registry);
     let _collector = operator::collector::metrics::CollectorMetrics::register(&mut registry);
-    let error = operator::error::Error::MissingObjectKey("metadata.uid");
+    let object = operator::error::ObjectName { kind: "SensorFleet".into(), namespace: "lab".into(), name: "a".into() };
+    let error = operator::error::ReconcileError::Resolve(operator::error::ResolveError::MissingObjectKey {
+        object,
+        key: "metadata.uid",
+    });
     metrics.reconciled("sensorfleet", Err(&error), std::time::Duration::from_millis(3));
     metrics.applied("StatefulSet");
     metrics.deleted("Service");
@@ -491,7 +496,8 @@ async fn example_lab_database() {
     use std::time::{Duration, Instant};
 
     use sensor::crawl::lab::{Lab, LabSpec};
-    use sensor::kaspa::{network::Network, version::LocalVersion, wire::WireConnection};
+    use sensor::kaspa::{version::LocalVersion, wire::WireConnection};
+    use sensor_core::network::Network;
 
     let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let work = tempfile::tempdir().unwrap();

@@ -18,14 +18,14 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use sensor::config::{ExportCredentials, Secret};
-use sensor::event::{Direction, Event, EventKind};
 use sensor::export::cursor::{Cursor, CursorDb};
 use sensor::export::http::{HttpSettings, HttpSink, signature};
 use sensor::export::ndjson::NdjsonSink;
 use sensor::export::{ExportSettings, Exporter, FailureKind, Sink, failure_kinds};
 use sensor::metrics::{ExportMetrics, Metrics, SinkFailureLabels};
 use sensor::store::{Store, StoreOptions};
+use sensor_core::config::{ExportCredentials, Secret};
+use sensor_core::event::{Direction, Event, EventKind};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "test-bearer-token";
@@ -397,9 +397,9 @@ async fn ndjson_export_writes_one_line_per_event_and_resumes_after_the_cursor() 
     assert_eq!(ndjson_ids(&out), ids);
 }
 
-fn listen_config(dir: &Path, export: &[(&str, &str)]) -> sensor::config::Config {
-    use sensor::config::{CliOverrides, Config};
-    use sensor::kaspa::network::Network;
+fn listen_config(dir: &Path, export: &[(&str, &str)]) -> sensor_core::config::Config {
+    use sensor_core::config::{CliOverrides, Config};
+    use sensor_core::network::Network;
     let overrides = CliOverrides {
         network: Some(Network::Devnet),
         listen: Some("127.0.0.1:0".parse().unwrap()),

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 
-use sensor::config::{SINK_POSTGRES, Secret};
-use sensor::event::{Direction, Event, EventKind};
 use sensor::export::cursor::CursorDb;
 use sensor::export::postgres::{PostgresSettings, PostgresSink, schema_version};
 use sensor::export::{ExportSettings, Exporter, FailureKind, Sink, failure_kinds};
 use sensor::metrics::{ExportMetrics, Metrics, SinkFailureLabels};
 use sensor::store::{Store, StoreOptions};
+use sensor_core::config::{SINK_POSTGRES, Secret};
+use sensor_core::event::{Direction, Event, EventKind};
 use support::postgres::{PgOptions, Postgres};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -308,7 +308,7 @@ async fn tls_with_a_private_ca_is_verified() {
 /// from the variable `password_env` names, and the config never holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_sink_takes_its_password_from_the_named_variable() {
-    use sensor::config::{CliOverrides, Config};
+    use sensor_core::config::{CliOverrides, Config};
     let pg = Postgres::start(PgOptions { password: Some(PASSWORD.into()), tls: None });
     let env = [
         ("SENSOR_EXPORT_SINK", "postgres".to_owned()),

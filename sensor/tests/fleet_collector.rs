@@ -18,8 +18,9 @@ use operator::collector::metrics::CollectorMetrics;
 use operator::collector::store::{ReportStore, StoreLimits};
 use operator::crd::SensorFleet;
 use operator::fleet::status::{Observed, WorkloadState, status};
-use sensor::kaspa::{network::Network, version::LocalVersion, wire::WireConnection};
+use sensor::kaspa::{version::LocalVersion, wire::WireConnection};
 use sensor::store::query::Reader;
+use sensor_core::network::Network;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -324,7 +325,7 @@ fn the_sensor_accepts_every_config_the_operator_renders() {
         std::fs::write(&path, &toml).unwrap();
         let env = [("SENSOR_SENSOR_ID", "lab-sensor-0"), ("SENSOR_REPORT_SENDER", "lab-sensor-0")]
             .map(|(k, v)| (k.to_string(), v.to_string()));
-        let (config, warnings) = sensor::config::Config::load(Some(&path), env, &Default::default())
+        let (config, warnings) = sensor_core::config::Config::load(Some(&path), env, &Default::default())
             .unwrap_or_else(|e| panic!("sensor refuses the rendered config: {e}\n{toml}"));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(config.network.to_string(), fleet.spec.network.as_str());
@@ -363,7 +364,7 @@ fn the_rendered_punch_section_loads_as_a_rounds_mode_punch_client() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sensor.toml");
     std::fs::write(&file, &rendered).unwrap();
-    let (config, _) = sensor::config::Config::load(Some(&file), Vec::new(), &Default::default())
+    let (config, _) = sensor_core::config::Config::load(Some(&file), Vec::new(), &Default::default())
         .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
     let settings = PunchSettings::from_config(&config).expect("a punch client can start from it");
     assert_eq!(settings.relay.to_string(), relay.multiaddr);
@@ -386,7 +387,7 @@ fn the_rendered_crawl_section_loads_as_a_continuous_crawl() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sensor.toml");
     std::fs::write(&file, &rendered).unwrap();
-    let (config, warnings) = sensor::config::Config::load(Some(&file), Vec::new(), &Default::default())
+    let (config, warnings) = sensor_core::config::Config::load(Some(&file), Vec::new(), &Default::default())
         .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
     assert!(warnings.is_empty(), "{warnings:?}");
     let cmd = CrawlCommand::from_config(&config, CrawlFlags::default());

@@ -20,10 +20,11 @@ use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, multiaddr::Protocol, noise,
 use libp2p_stream::Control;
 use sensor::{
     error::SensorError,
-    kaspa::{network::Network, version::LocalVersion},
+    kaspa::version::LocalVersion,
     p2p::kaspa_stream::{self, BridgeConfig, BridgeCounts, BridgeStats, PROTOCOL},
     store::Reader,
 };
+use sensor_core::network::Network;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 

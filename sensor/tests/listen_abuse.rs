@@ -26,9 +26,10 @@ use std::{
 
 use kaspa_p2p_lib::pb::{AddressesMessage, NetAddress, kaspad_message::Payload};
 use sensor::{
-    kaspa::{network::Network, version::LocalVersion, wire::WireConnection},
+    kaspa::{version::LocalVersion, wire::WireConnection},
     store::query::{EventCounts, Reader},
 };
+use sensor_core::network::Network;
 use support::sensor_process::{SensorProcess, Spawn, free_port};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},

@@ -13,10 +13,13 @@ use std::{
 
 use kaspa_p2p_lib::{Adaptor, ConnectionInitializer, Hub, KaspadHandshake, Router, common::ProtocolError};
 use sensor::{
-    config::{CliOverrides, Config},
-    kaspa::{flows::PeerFlows, network::Network, version::LocalVersion},
+    kaspa::{flows::PeerFlows, version::LocalVersion},
     listen::Sensor,
     store::query::Reader,
+};
+use sensor_core::{
+    config::{CliOverrides, Config},
+    network::Network,
 };
 use uuid::Uuid;
 

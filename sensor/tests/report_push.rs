@@ -14,9 +14,10 @@ use std::{
 };
 
 use sensor::{
-    kaspa::{network::Network, version::LocalVersion, wire::WireConnection},
+    kaspa::{version::LocalVersion, wire::WireConnection},
     store::query::Reader,
 };
+use sensor_core::network::Network;
 use sensor_report::{
     PeerIdSketch,
     v1::{PeerSummary, Report},

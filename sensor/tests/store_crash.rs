@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sensor::event::{Direction, Event, EventKind};
 use sensor::metrics::Metrics;
 use sensor::store::{Reader, Store, StoreOptions};
+use sensor_core::event::{Direction, Event, EventKind};
 
 const CHILD_ENV: &str = "STORE_CRASH_CHILD";
 /// Acked ids the parent collects before killing the child.

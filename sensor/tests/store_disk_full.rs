@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sensor::event::{Direction, Event, EventKind};
 use sensor::metrics::{Metrics, ReasonLabels};
 use sensor::store::{Store, StoreOptions};
+use sensor_core::event::{Direction, Event, EventKind};
 
 const WAIT: Duration = Duration::from_secs(60);
 

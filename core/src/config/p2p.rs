@@ -123,7 +123,7 @@ pub struct PunchConfig {
 }
 
 /// The bound of one punch attempt when `punch.timeout_secs` is 0. DCUtR failures take ~15 s
-/// (QUIC) to ~30 s (TCP) to show (design §5).
+/// (QUIC) to ~30 s (TCP) to show (docs/natlab.md).
 pub const DEFAULT_PUNCH_TIMEOUT_SECS: u64 = 30;
 
 impl Default for PunchConfig {
@@ -196,7 +196,7 @@ impl RelayListen {
     /// `/ip4|ip6/ADDR/udp/PORT/quic-v1`, at most two of each transport (the second is the
     /// alternate port of the address-mapping test).
     ///
-    /// Errors: [`SensorError::Config`] with key `--listen` naming the offending address.
+    /// Errors: [`ConfigError::Key`] with key `--listen` naming the offending address.
     pub fn from_multiaddrs(addrs: &[Multiaddr]) -> Result<RelayListen> {
         let mut listen = RelayListen::default();
         for addr in addrs {
@@ -271,9 +271,9 @@ impl PunchConfig {
         range("punch.attempts", u64::from(self.attempts), 1, Some(1000))?;
         range("punch.timeout_secs", self.timeout_secs, 0, Some(86_400))?;
         range("punch.interval_secs", self.interval_secs, 0, Some(86_400))?;
-        if self.relay_node.len() > sensor_report::MAX_STRING_BYTES {
+        if self.relay_node.len() > crate::report::MAX_STRING_BYTES {
             let reason =
-                format!("must be at most {} bytes, got {}", sensor_report::MAX_STRING_BYTES, self.relay_node.len());
+                format!("must be at most {} bytes, got {}", crate::report::MAX_STRING_BYTES, self.relay_node.len());
             return Err(config_err("punch.relay_node", reason));
         }
         if let Some(relay) = &self.relay {

@@ -1,7 +1,5 @@
 //! Unit tests of [`super`]: layering, errors, `default_toml` and validation.
 
-use std::time::Duration;
-
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -21,7 +19,7 @@ fn load(file: Option<&str>, vars: &[(&str, &str)], cli: &CliOverrides) -> Result
 
 fn err_key(result: Result<(Config, Vec<String>)>) -> (String, String) {
     match result {
-        Err(SensorError::Config { key, reason }) => (key, reason),
+        Err(ConfigError::Key { key, reason }) => (key, reason),
         other => panic!("expected a Config error, got {other:?}"),
     }
 }
@@ -97,9 +95,9 @@ fn file_errors() {
     assert!(reason.contains("invalid type"), "{reason}");
     assert_eq!(err_key(load(Some("network = \"moon\"\n"), &[], &cli)).0, "network");
     assert_eq!(err_key(load(Some("[listen]\nhold_time_secs = -1\n"), &[], &cli)).0, "listen.hold_time_secs");
-    assert!(matches!(load(Some("[listen\n"), &[], &cli), Err(SensorError::ConfigFile { .. })));
+    assert!(matches!(load(Some("[listen\n"), &[], &cli), Err(ConfigError::File { .. })));
     let missing = Config::load(Some(Path::new("/nonexistent/sensor.toml")), env(&[]), &cli);
-    assert!(matches!(missing, Err(SensorError::ConfigFile { .. })));
+    assert!(matches!(missing, Err(ConfigError::File { .. })));
 }
 
 #[test]
@@ -168,7 +166,7 @@ fn validation_ranges() {
         let mut config = Config::default();
         f(&mut config);
         match config.validate() {
-            Err(SensorError::Config { key: k, reason: r }) => {
+            Err(ConfigError::Key { key: k, reason: r }) => {
                 assert_eq!((k.as_str(), r.as_str()), (key, reason))
             }
             other => panic!("expected an error for {key}, got {other:?}"),
@@ -274,7 +272,7 @@ fn report_errors_name_their_key() {
         let mut config = Config::default();
         f(&mut config);
         match config.validate() {
-            Err(SensorError::Config { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
+            Err(ConfigError::Key { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
             other => panic!("expected an error for {key}, got {other:?}"),
         }
     };
@@ -349,32 +347,6 @@ owner_name = \"edge\"
 
 fn multiaddrs(list: &[&str]) -> Vec<Multiaddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
-}
-
-#[test]
-fn relay_defaults_are_rust_libp2p_defaults() {
-    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
-    let r = &config.relay;
-    assert_eq!(r, &RelayConfig::default());
-    assert_eq!((r.listen_tcp, r.listen_quic), (Some("0.0.0.0:4001".parse().unwrap()), None));
-    assert!(r.external_addresses.is_empty());
-    let libp2p = libp2p::relay::Config::default();
-    assert_eq!(
-        (r.max_reservations, r.max_reservations_per_peer, r.max_circuits, r.max_circuits_per_peer),
-        (libp2p.max_reservations, libp2p.max_reservations_per_peer, libp2p.max_circuits, libp2p.max_circuits_per_peer)
-    );
-    assert_eq!(Duration::from_secs(r.max_circuit_duration_secs), libp2p.max_circuit_duration);
-    assert_eq!(r.max_circuit_bytes, libp2p.max_circuit_bytes);
-    assert_eq!(
-        (r.reservation_rate_per_peer, r.reservation_rate_per_ip, r.circuit_rate_per_peer, r.circuit_rate_per_ip),
-        (30, 60, 30, 60)
-    );
-    assert!(!r.allow_private_targets);
-    assert_eq!(config.relay_identity_file(), PathBuf::from("./data/relay_identity.key"));
-    let text = Config::default_toml();
-    assert!(text.contains("\n[relay]\n"), "{text}");
-    assert!(text.contains("\nexternal_addresses = []\n") && text.contains("SENSOR_RELAY_EXTERNAL_ADDRESSES"));
-    assert!(text.contains("\nlisten_tcp = \"0.0.0.0:4001\"\n") && text.contains("\nlisten_quic = \"\"\n"));
 }
 
 #[test]
@@ -467,7 +439,7 @@ fn relay_listen_flags_are_tcp_and_quic_multiaddrs_with_alternates() {
         &["/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2", "/ip4/127.0.0.1/tcp/3"],
     ] {
         match RelayListen::from_multiaddrs(&multiaddrs(bad)) {
-            Err(SensorError::Config { key, reason }) => {
+            Err(ConfigError::Key { key, reason }) => {
                 assert_eq!(key, "--listen");
                 assert!(reason.contains(bad[bad.len() - 1]), "{reason}");
             }
@@ -518,7 +490,7 @@ fn relay_errors_name_their_key() {
         let mut config = Config::default();
         f(&mut config);
         match config.validate() {
-            Err(SensorError::Config { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
+            Err(ConfigError::Key { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
             other => panic!("expected an error for {key}, got {other:?}"),
         }
     };
@@ -657,7 +629,7 @@ fn punch_errors_name_their_key() {
         let mut config = Config::default();
         f(&mut config);
         match config.validate() {
-            Err(SensorError::Config { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
+            Err(ConfigError::Key { key: k, reason: r }) => assert_eq!((k.as_str(), r.as_str()), (key, reason)),
             other => panic!("expected an error for {key}, got {other:?}"),
         }
     };
@@ -747,10 +719,6 @@ fn export_validation_errors_name_the_key() {
     let cli = CliOverrides::default();
     let cases: &[(&str, &str, &str)] = &[
         ("sink = \"postgres\"", "export.endpoint", "PostgreSQL connection string"),
-        ("sink = \"postgres\"\nendpoint = \"postgres://u:hunter2@db/x\"", "export.endpoint", "password_file"),
-        ("sink = \"postgres\"\nendpoint = \"host=db password=hunter2\"", "export.endpoint", "password_env"),
-        ("sink = \"postgres\"\nendpoint = \"postgres://db/x?sslmode=maybe\"", "export.endpoint", "not a PostgreSQL"),
-        ("sink = \"postgres\"\nendpoint = \"dbname=x\"", "export.endpoint", "names no host"),
         ("password_file = \"/p\"\npassword_env = \"PW\"", "export.password_env", "not both"),
         ("sink = \"kafka\"", "export.sink", "must be none, ndjson, http or postgres"),
         ("sink = \"ndjson\"", "export.endpoint", "file path or -"),
@@ -803,7 +771,7 @@ fn export_credentials_are_read_from_files_and_env_and_errors_name_the_key() {
 
     let no_env = |_: &str| None;
     match export.credentials(no_env) {
-        Err(SensorError::Config { key, reason }) => {
+        Err(ConfigError::Key { key, reason }) => {
             assert_eq!(key, "export.hmac_secret_env");
             assert!(reason.contains("EXPORT_TEST_HMAC is not set"), "{reason}");
         }
@@ -811,7 +779,7 @@ fn export_credentials_are_read_from_files_and_env_and_errors_name_the_key() {
     }
     export.bearer_token_file = Some(PathBuf::from("/nonexistent/export-token"));
     match export.credentials(env_with) {
-        Err(SensorError::Config { key, reason }) => {
+        Err(ConfigError::Key { key, reason }) => {
             assert_eq!(key, "export.bearer_token_file");
             assert!(reason.contains("/nonexistent/export-token"), "{reason}");
         }
@@ -820,7 +788,7 @@ fn export_credentials_are_read_from_files_and_env_and_errors_name_the_key() {
     let empty = write("\n");
     export.bearer_token_file = Some(empty.path().to_owned());
     match export.credentials(env_with) {
-        Err(SensorError::Config { key, reason }) => {
+        Err(ConfigError::Key { key, reason }) => {
             assert_eq!(key, "export.bearer_token_file");
             assert!(reason.contains("empty"), "{reason}");
         }
@@ -838,7 +806,7 @@ fn from_toml_str_is_load_of_a_file_with_that_text() {
     assert_eq!(from_str.listen.max_peers_per_ip, 7);
     assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
     match Config::from_toml_str("listen = [") {
-        Err(SensorError::ConfigFile { path, .. }) => assert_eq!(path, PathBuf::from("<string>")),
+        Err(ConfigError::File { path, .. }) => assert_eq!(path, PathBuf::from("<string>")),
         other => panic!("expected a ConfigFile error, got {other:?}"),
     }
     for (text, want) in [
@@ -848,4 +816,23 @@ fn from_toml_str_is_load_of_a_file_with_that_text() {
         let (key, _) = err_key(Config::from_toml_str(text).map(|c| (c, Vec::new())));
         assert_eq!(key, want);
     }
+}
+
+#[test]
+fn relay_defaults() {
+    let (config, _) = load(None, &[], &CliOverrides::default()).unwrap();
+    let r = &config.relay;
+    assert_eq!(r, &RelayConfig::default());
+    assert_eq!((r.listen_tcp, r.listen_quic), (Some("0.0.0.0:4001".parse().unwrap()), None));
+    assert!(r.external_addresses.is_empty());
+    assert_eq!(
+        (r.reservation_rate_per_peer, r.reservation_rate_per_ip, r.circuit_rate_per_peer, r.circuit_rate_per_ip),
+        (30, 60, 30, 60)
+    );
+    assert!(!r.allow_private_targets);
+    assert_eq!(config.relay_identity_file(), PathBuf::from("./data/relay_identity.key"));
+    let text = Config::default_toml();
+    assert!(text.contains("\n[relay]\n"), "{text}");
+    assert!(text.contains("\nexternal_addresses = []\n") && text.contains("SENSOR_RELAY_EXTERNAL_ADDRESSES"));
+    assert!(text.contains("\nlisten_tcp = \"0.0.0.0:4001\"\n") && text.contains("\nlisten_quic = \"\"\n"));
 }

@@ -1,15 +1,29 @@
 //! Errors are data (issue 5, item 2): every failed visit gets a normalised [`ErrorClass`], in the
 //! spirit of Nebula's error classes. [`classify`] is pure; the texts it reads are those of
-//! [`WireConnection`](crate::kaspa::wire::WireConnection) (tonic/hyper/io error chains) and of
+//! the sensor's `kaspa::wire::WireConnection` (tonic/hyper/io error chains) and of
 //! kaspad's `Reject` reasons (kaspa-p2p-lib `ProtocolError` texts, e.g. "Network mismatch - local:
 //! kaspa-mainnet, remote: kaspa-devnet", "P2P protocol version mismatch - local: 11, remote: 7").
 
 use std::fmt;
 
-/// The normalised outcome class of a failed visit. The snake_case names ([`ErrorClass::as_str`])
+/// The normalised outcome class of a failed visit. The snake_case names ([`Label::as_str`](crate::Label::as_str))
 /// are metric labels (`sensor_crawl_visits_total{result}`) and stored in
 /// `crawl_visits.error_class`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorClass {
     /// TCP connection refused (RST / ECONNREFUSED): nothing listens there.
     Refused,
@@ -38,52 +52,6 @@ pub enum ErrorClass {
     Other,
 }
 
-impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
-        Self::Refused,
-        Self::Timeout,
-        Self::HandshakeTimeout,
-        Self::WrongNetwork,
-        Self::ProtocolVersionRejected,
-        Self::Reset,
-        Self::Rejected,
-        Self::Closed,
-        Self::Unreachable,
-        Self::InvalidVersion,
-        Self::OversizedAddresses,
-        Self::Other,
-    ];
-
-    /// The snake_case label: `refused`, `timeout`, `handshake_timeout`, …
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Refused => "refused",
-            Self::Timeout => "timeout",
-            Self::HandshakeTimeout => "handshake_timeout",
-            Self::WrongNetwork => "wrong_network",
-            Self::ProtocolVersionRejected => "protocol_version_rejected",
-            Self::Reset => "reset",
-            Self::Rejected => "rejected",
-            Self::Closed => "closed",
-            Self::Unreachable => "unreachable",
-            Self::InvalidVersion => "invalid_version",
-            Self::OversizedAddresses => "oversized_addresses",
-            Self::Other => "other",
-        }
-    }
-
-    /// Parses a stored label back.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// What went wrong in one visit, by stage. The texts are the underlying error chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VisitError {
@@ -109,7 +77,7 @@ impl fmt::Display for VisitError {
             Self::InvalidVersion(t) => write!(f, "invalid version: {t}"),
             Self::WrongNetwork { ours, theirs } => write!(f, "wrong network: peer is on {theirs:?}, we crawl {ours:?}"),
             Self::OversizedAddresses { count } => {
-                write!(f, "addresses reply of {count} entries exceeds {}", super::visit::MAX_ADDRESSES_PER_REPLY)
+                write!(f, "addresses reply of {count} entries exceeds {}", super::MAX_ADDRESSES_PER_REPLY)
             }
         }
     }
@@ -202,6 +170,7 @@ fn transport_class(text: &str) -> Option<ErrorClass> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Label;
 
     fn connect(t: &str) -> ErrorClass {
         classify(&VisitError::Connect(t.to_owned()))
@@ -285,7 +254,7 @@ mod tests {
         let wrong = VisitError::WrongNetwork { ours: "kaspa-devnet".into(), theirs: "kaspa-mainnet".into() };
         assert_eq!(classify(&wrong), ErrorClass::WrongNetwork);
         assert_eq!(classify(&VisitError::OversizedAddresses { count: 2501 }), ErrorClass::OversizedAddresses);
-        for c in ErrorClass::ALL {
+        for &c in ErrorClass::ALL {
             assert_eq!(ErrorClass::parse(c.as_str()), Some(c));
             assert!(c.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
         }

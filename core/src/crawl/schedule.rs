@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
+
+use crate::timestamp::parse_timestamp;
 
 /// Nebula's uptime factor.
 pub const UPTIME_FACTOR: f64 = 1.2;
@@ -29,7 +31,7 @@ impl Default for Revisit {
 /// failed, so the node is treated as down). Pure.
 pub fn next_visit(visited_at: OffsetDateTime, up_since: Option<&str>, revisit: Revisit) -> OffsetDateTime {
     let uptime = up_since
-        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .and_then(parse_timestamp)
         .map(|since| Duration::try_from(visited_at - since).unwrap_or(Duration::ZERO));
     visited_at + next_visit_delay(uptime, revisit.min, revisit.max)
 }
@@ -61,13 +63,13 @@ mod tests {
     fn next_visit_counts_uptime_from_up_since() {
         let revisit = Revisit { min: Duration::from_secs(60), max: Duration::from_secs(3600) };
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let since = crate::store::writer::format_timestamp(at - Duration::from_secs(1000));
+        let since = crate::timestamp::format_timestamp(at - Duration::from_secs(1000));
         assert_eq!(next_visit(at, Some(&since), revisit), at + Duration::from_secs(1200), "1.2 x 1000 s up");
         assert_eq!(next_visit(at, None, revisit), at + revisit.min, "down: the minimum");
         assert_eq!(next_visit(at, Some("garbage"), revisit), at + revisit.min);
-        let first = crate::store::writer::format_timestamp(at);
+        let first = crate::timestamp::format_timestamp(at);
         assert_eq!(next_visit(at, Some(&first), revisit), at + revisit.min, "first reachable visit: no uptime yet");
-        let long = crate::store::writer::format_timestamp(at - Duration::from_secs(86_400 * 30));
+        let long = crate::timestamp::format_timestamp(at - Duration::from_secs(86_400 * 30));
         assert_eq!(next_visit(at, Some(&long), revisit), at + revisit.max);
     }
 }

@@ -1,4 +1,4 @@
-//! The verdict cache: the last verdict per dial-back target `(ip, port)` for a TTL (design §3).
+//! The verdict cache: the last verdict per dial-back target `(ip, port)` for a TTL (docs/classification.md).
 //!
 //! A cached *public* verdict is reused only for the same peer id — another node behind the same
 //! address must be probed, since the address answers with the cached node's id. Private verdicts
@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::verdict::{Classification, VerdictReason};
+use sensor_core::verdict::{Classification, VerdictReason};
 
 #[derive(Debug, Clone)]
 struct Entry {

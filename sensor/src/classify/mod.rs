@@ -1,5 +1,5 @@
 //! Classification of inbound peers as public / private / unknown by a handshake-verified
-//! dial-back to their source IP (design §3).
+//! dial-back to their source IP (docs/classification.md).
 //!
 //! [`Classifier::submit`] never drops a peer silently: it records a verdict at once when no
 //! probe is possible (private source, invalid target), when the cache already knows the target,
@@ -9,7 +9,6 @@
 
 pub mod cache;
 pub mod probe;
-pub mod verdict;
 
 use std::{
     net::SocketAddr,
@@ -22,15 +21,12 @@ use tokio::{
     task::JoinSet,
 };
 
-use self::{
-    cache::VerdictCache,
-    verdict::{AttemptOutcome, Decision, VerdictReason, decide, probe_target},
-};
-use crate::{
-    context::Context,
-    event::{Direction, Event, EventKind, PeerInfo, ProbeInfo},
-    metrics::ConnectionLabels,
-};
+use sensor_core::verdict::{AttemptOutcome, Decision, VerdictReason, decide, probe_target};
+
+use self::cache::VerdictCache;
+use crate::{context::Context, metrics::ConnectionLabels};
+use sensor_core::Label;
+use sensor_core::event::{Direction, Event, EventKind, PeerInfo, ProbeInfo};
 
 /// Probe parameters (from `[classify]` in `sensor.toml`).
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! handshake with a fresh probe peer id, and report what was observed as an [`AttemptOutcome`].
 //!
 //! Why a fresh id per probe: kaspad keys connections by (peer id, IP) and closes a second
-//! connection that reuses an id it already holds (design §3). A `Version` that arrives is
+//! connection that reuses an id it already holds (docs/classification.md). A `Version` that arrives is
 //! recorded at once, even when Verack/Ready never follow — that `Version` alone proves who
 //! listens at the address.
 //!
@@ -18,8 +18,13 @@ use std::{
 use kaspa_p2p_lib::{Adaptor, ConnectionError, ConnectionInitializer, Hub, Router, common::ProtocolError};
 use uuid::Uuid;
 
-use super::verdict::AttemptOutcome;
-use crate::kaspa::{flows::PeerFlows, handshake, network::Network, version::LocalVersion, version::read_peer_version};
+use crate::kaspa::{
+    flows::PeerFlows,
+    handshake,
+    version::{LocalVersion, read_peer_version},
+};
+use sensor_core::network::Network;
+use sensor_core::verdict::AttemptOutcome;
 
 /// Makes one attempt against `target` (IP:PORT) on `network`, bounded by `timeout` for the
 /// whole connect + handshake. Never panics on what the peer sends.

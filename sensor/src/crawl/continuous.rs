@@ -22,13 +22,13 @@ use tokio::{sync::watch, time::Instant};
 
 use super::{CrawlCommand, blocking, collect_seeds, progress::Progress, register_metrics, round};
 use crate::{
-    config::Config,
     error::Result,
     http,
     metrics::Metrics,
     report::{Reporter, ReporterSettings, Source},
     store::{crawl::open_migrated, crawl_status::CrawlSchedule, query::Reader},
 };
+use sensor_core::config::Config;
 
 /// Runs rounds every `cmd.interval` until SIGTERM/SIGINT (a round in progress is stopped and its
 /// visits so far are stored). A round without anything to visit is skipped (logged). Seeds

@@ -20,12 +20,14 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
+use sensor_core::crawl::{FilterReason, VisitResult, filter};
+
 use super::{
-    filter::{self, FilterReason},
     progress::{Counts, Progress},
-    visit::{VisitOptions, VisitResult, visit},
+    visit::{VisitOptions, visit},
 };
 use crate::{metrics::CrawlMetrics, metrics::CrawlResultLabels, metrics::ReasonLabels, store::crawl::CrawlWriter};
+use sensor_core::Label;
 
 /// How the crawl runs.
 #[derive(Debug, Clone)]

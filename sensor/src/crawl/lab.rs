@@ -9,7 +9,7 @@
 //! Some nodes are listed but not listening (a connect is refused) and some run on another
 //! network. [`Lab::expected`] says what a correct crawl from one seed must find.
 //!
-//! Library traps handled (design §2): a drain for every unhandled type
+//! Library traps handled (docs/kaspa-protocol.md): a drain for every unhandled type
 //! ([`PeerFlows::subscribe_after_handshake`]), `set_identity` after the handshake, the bind
 //! checked before `Adaptor::bidirectional` (which returns Ok even when it cannot bind).
 
@@ -28,8 +28,12 @@ use kaspa_p2p_lib::{
 use kaspa_utils::networking::PeerId;
 use uuid::Uuid;
 
-use super::visit::MAX_ADDRESSES_PER_REPLY;
-use crate::kaspa::{flows::PeerFlows, flows::keep_alive_reply, network::Network, version::LocalVersion};
+use crate::kaspa::{
+    flows::{PeerFlows, keep_alive_reply},
+    version::LocalVersion,
+};
+use sensor_core::crawl::MAX_ADDRESSES_PER_REPLY;
+use sensor_core::network::Network;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -61,7 +65,7 @@ pub struct LabSpec {
     /// Extra entries node 0 gossips that no crawler may dial (e.g. 0.0.0.0:16611).
     pub junk: Vec<SocketAddr>,
     /// Emulated latency: every node waits this long before each `Addresses` reply (loopback
-    /// has none, and this kernel has no netem, design §5).
+    /// has none, and this kernel has no netem, docs/natlab.md).
     pub reply_delay: Duration,
 }
 

@@ -1,4 +1,4 @@
-//! `sensor crawl`: map a Kaspa network through address gossip (issue 5; design §2, §6).
+//! `sensor crawl`: map a Kaspa network through address gossip (issue 5; docs/kaspa-protocol.md, docs/crawl.md).
 //!
 //! From seeds (`--seed`, `--seed-dns`, `--from-store`) the crawler visits every address it
 //! learns: TCP + gRPC, the real Kaspa handshake with a fresh random peer id and no advertised
@@ -15,38 +15,34 @@
 
 pub mod continuous;
 pub mod engine;
-pub mod error_class;
-pub mod filter;
 pub mod lab;
 pub mod output;
 pub mod progress;
 pub mod propagation;
-pub mod schedule;
 pub mod summary;
 pub mod visit;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-pub use error_class::{ErrorClass, VisitError};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    config::Config,
     error::{Result, SensorError},
-    kaspa::network::Network,
     metrics::CrawlMetrics,
     store::{
         crawl::{CrawlStart, CrawlTotals, CrawlWriter},
         query::Reader,
-        writer::format_timestamp,
     },
 };
+use sensor_core::Label;
+use sensor_core::crawl::{ErrorClass, FilterReason, MAX_ADDRESSES_PER_REPLY, schedule};
+use sensor_core::{config::Config, network::Network, timestamp::format_timestamp};
 
 /// Addresses one peer may add per visit: kaspad's own per-message limit
 /// ([`visit::MAX_ADDRESSES_PER_REPLY`]).
-pub const MAX_ADDRESSES_PER_VISIT: usize = visit::MAX_ADDRESSES_PER_REPLY;
+pub const MAX_ADDRESSES_PER_VISIT: usize = MAX_ADDRESSES_PER_REPLY;
 /// Addresses `--from-store` reads at most.
 const FROM_STORE_LIMIT: usize = 10_000;
 
@@ -82,7 +78,7 @@ pub struct CrawlCommand {
 }
 
 /// The flags of `sensor crawl` that are not settings (the rest override `[crawl]` keys through
-/// [`crate::config::CliOverrides`]).
+/// [`sensor_core::config::CliOverrides`]).
 #[derive(Debug, Clone, Default)]
 pub struct CrawlFlags {
     /// `--from-store`: seed from this crawler's own database.
@@ -193,7 +189,7 @@ pub async fn run(config: &Config, cmd: CrawlCommand) -> Result<()> {
 pub fn register_metrics(registry: &mut Registry) -> CrawlMetrics {
     let results: Vec<&'static str> =
         std::iter::once("reachable").chain(ErrorClass::ALL.iter().map(|c| c.as_str())).collect();
-    let reasons: Vec<&'static str> = filter::FilterReason::ALL.iter().map(|r| r.as_str()).collect();
+    let reasons: Vec<&'static str> = FilterReason::ALL.iter().map(|r| r.as_str()).collect();
     CrawlMetrics::register(registry, &results, &reasons)
 }
 

@@ -10,8 +10,11 @@ use std::{io::Write, net::SocketAddr, path::Path};
 
 use serde::Serialize;
 
-use super::{summary::Summary, visit::VisitResult};
+use sensor_core::crawl::VisitResult;
+
+use super::summary::Summary;
 use crate::error::{Result, SensorError};
+use sensor_core::Label;
 
 /// The export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,10 +212,8 @@ mod tests {
     use std::{collections::BTreeMap, time::Duration};
 
     use super::*;
-    use crate::crawl::{
-        error_class::{ErrorClass, VisitError},
-        visit::PeerFacts,
-    };
+    use sensor_core::crawl::PeerFacts;
+    use sensor_core::crawl::error_class::{ErrorClass, VisitError};
 
     fn visits() -> Vec<VisitResult> {
         let base = VisitResult {

@@ -11,7 +11,8 @@ use std::{
 
 use serde::Serialize;
 
-use super::{filter::FilterReason, visit::VisitResult};
+use sensor_core::Label;
+use sensor_core::crawl::{FilterReason, VisitResult};
 
 /// How many entries the top-N lists keep.
 pub const TOP: usize = 10;
@@ -130,7 +131,8 @@ impl fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crawl::{error_class::ErrorClass, visit::PeerFacts};
+    use sensor_core::crawl::PeerFacts;
+    use sensor_core::crawl::error_class::ErrorClass;
 
     fn visit(addr: &str, agent: Option<&str>, class: Option<ErrorClass>) -> VisitResult {
         VisitResult {

@@ -1,7 +1,7 @@
 //! One visit of one address: connect, Kaspa handshake, ask for addresses, close politely.
 //!
-//! The exchange is kaspa-p2p-lib's `KaspadHandshake` (Version → Verack, Ready both ways, design
-//! §2) run on a raw [`WireConnection`] with its `send`/`recv`, rather than
+//! The exchange is kaspa-p2p-lib's `KaspadHandshake` (Version → Verack, Ready both ways,
+//! docs/kaspa-protocol.md) run on a raw [`WireConnection`] with its `send`/`recv`, rather than
 //! `WireConnection::handshake`, so that the visit sees *when* the peer's `Version` arrives (the
 //! RTT), can stop before `Verack` when the peer is on another network, and can tell a peer that
 //! hung up before sending its `Version` from one that hung up later. We advertise no address
@@ -21,21 +21,13 @@ use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
-use super::{
-    error_class::{ErrorClass, VisitError, classify},
-    filter,
-};
 use crate::kaspa::{
     flows::keep_alive_reply,
-    network::Network,
     version::{LocalVersion, read_peer_version},
     wire::WireConnection,
 };
-
-/// kaspad rejects an `Addresses` message with more entries than this (rusty-kaspa
-/// `protocol/flows/src/v10/address.rs`, `MAX_ADDRESSES_RECEIVE = 2500`); so does the crawler: the
-/// visit ends with [`ErrorClass::OversizedAddresses`] and nothing of that reply is kept.
-pub const MAX_ADDRESSES_PER_REPLY: usize = 2500;
+use sensor_core::crawl::{PeerFacts, VisitError, VisitResult, classify};
+use sensor_core::network::Network;
 
 /// Longest wait for the peer to end its side after we ended ours (a polite close).
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -53,48 +45,6 @@ pub struct VisitOptions {
     /// Distinct addresses one peer may contribute per visit; the rest are counted in
     /// [`VisitResult::capped`] (anti-abuse, like kaspad's per-message limit).
     pub max_addresses: usize,
-}
-
-/// What the peer's `Version` said.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PeerFacts {
-    pub protocol_version: u32,
-    pub user_agent: String,
-    /// `Version.network`, e.g. `kaspa-mainnet`.
-    pub network: String,
-    /// 16-byte peer id, lower-case hex (32 chars).
-    pub peer_id: String,
-    /// `Version.address` as `IP:PORT`, when advertised.
-    pub advertised_address: Option<String>,
-    /// `Version.services` bit field.
-    pub services: u64,
-}
-
-/// The outcome of one visit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VisitResult {
-    pub address: SocketAddr,
-    pub started_at: OffsetDateTime,
-    /// Connect to close, milliseconds.
-    pub duration_ms: u64,
-    /// From the start of the connect to the peer's `Version`, milliseconds.
-    pub rtt_ms: Option<u64>,
-    /// The handshake completed (Version/Verack/Ready both ways).
-    pub reachable: bool,
-    /// Set when the peer sent a `Version` (also for a wrong network).
-    pub peer: Option<PeerFacts>,
-    pub error: Option<VisitError>,
-    /// `classify(error)`.
-    pub error_class: Option<ErrorClass>,
-    /// Distinct, well-formed addresses the peer gossiped, in arrival order; the engine then
-    /// keeps only those that pass [`filter::check`].
-    pub addresses: Vec<SocketAddr>,
-    /// Gossip entries that were not a valid IP:port.
-    pub malformed: u64,
-    /// Addresses dropped beyond [`VisitOptions::max_addresses`].
-    pub capped: u64,
-    /// `RequestAddresses` sent.
-    pub requests: u32,
 }
 
 /// Visits `target` (see the module docs). Never fails: failures are in the result.
@@ -261,7 +211,8 @@ async fn gossip(
             Ok(Some(list)) => list,
             Ok(None) | Err(_) => return Ok(()),
         };
-        let reply = filter::address_list(&list).map_err(|count| VisitError::OversizedAddresses { count })?;
+        let reply =
+            crate::kaspa::addresses::address_list(&list).map_err(|count| VisitError::OversizedAddresses { count })?;
         result.malformed += reply.malformed as u64;
         let mut new = 0;
         for addr in reply.addresses {

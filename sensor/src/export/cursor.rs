@@ -12,9 +12,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::Result;
+use crate::store::EventRow;
 use crate::store::migrations::{schema_error, schema_version};
 use crate::store::query::{EVENT_COLUMNS, event_row};
-use crate::store::{EventRow, format_timestamp};
+use sensor_core::timestamp::format_timestamp;
 
 /// The first schema version with table `export_cursor`.
 pub const CURSOR_SCHEMA_VERSION: u32 = 5;

@@ -25,9 +25,9 @@ use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 
 use super::{FailureKind, Sink, SinkError};
-use crate::config::{ExportCredentials, SINK_HTTP};
 use crate::error::{Result, SensorError};
 use crate::store::EventRow;
+use sensor_core::config::{ExportCredentials, SINK_HTTP};
 
 /// The signature header: `sha256=<lower-case hex>`.
 pub const SIGNATURE_HEADER: &str = "x-signature-256";

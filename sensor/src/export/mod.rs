@@ -28,10 +28,10 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use self::cursor::{Cursor, CursorDb, Pending, age_seconds};
-use crate::config::{Config, ExportCredentials, SINK_HTTP, SINK_NDJSON, SINK_POSTGRES};
 use crate::error::{Result, SensorError};
 use crate::metrics::ExportMetrics;
 use crate::store::EventRow;
+use sensor_core::config::{Config, ExportCredentials, SINK_HTTP, SINK_NDJSON, SINK_POSTGRES};
 
 /// Why a delivery failed: the `kind` label of `sensor_export_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use super::{FailureKind, Sink, SinkError};
-use crate::config::SINK_NDJSON;
 use crate::error::{Result, SensorError};
 use crate::store::EventRow;
+use sensor_core::config::SINK_NDJSON;
 
 enum Target {
     Stdout,

@@ -37,9 +37,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::{FailureKind, Sink, SinkError};
-use crate::config::{SINK_POSTGRES, Secret};
 use crate::error::{Result, SensorError};
 use crate::store::EventRow;
+use sensor_core::config::{ConfigError, SINK_POSTGRES, Secret};
 
 /// The schema, in order. Version numbers are never reused; a change is a new entry.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -391,9 +391,65 @@ fn classify(e: &tokio_postgres::Error) -> SinkError {
     SinkError::new(kind, format!("{e}{detail}"))
 }
 
+/// A PostgreSQL endpoint must parse as a libpq connection string (tokio-postgres's
+/// `Config::from_str`: URI or `key=value` form), name at least one host and carry no password:
+/// secrets belong in `export.password_file` / `export.password_env`, never in the config file.
+/// The sensor runs it after loading its configuration, when `export.sink` is `postgres`.
+///
+/// Errors: [`ConfigError::Key`] naming `export.endpoint`; the endpoint itself is never echoed.
+pub fn validate_endpoint(endpoint: &str) -> std::result::Result<(), ConfigError> {
+    if endpoint.is_empty() {
+        return Err(endpoint_err(
+            "export.endpoint",
+            "must be a PostgreSQL connection string (postgres://user@host:5432/db) when export.sink is postgres",
+        ));
+    }
+    // tokio-postgres's parse error names the offending key, not its value; the endpoint itself
+    // is not echoed because a malformed one may still hold a password.
+    let parsed: tokio_postgres::Config = endpoint
+        .parse()
+        .map_err(|e| endpoint_err("export.endpoint", format!("not a PostgreSQL connection string: {e}")))?;
+    if parsed.get_hosts().is_empty() {
+        return Err(endpoint_err("export.endpoint", "the PostgreSQL connection string names no host"));
+    }
+    if parsed.get_password().is_some() {
+        return Err(endpoint_err(
+            "export.endpoint",
+            "holds a password; put it in export.password_file or export.password_env instead",
+        ));
+    }
+    Ok(())
+}
+
+fn endpoint_err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Key { key: key.to_owned(), reason: reason.into() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_validation_names_the_key_and_never_echoes_a_password() {
+        let cases: &[(&str, &str)] = &[
+            ("", "PostgreSQL connection string"),
+            ("postgres://u:hunter2@db/x", "password_file"),
+            ("host=db password=hunter2", "password_env"),
+            ("postgres://db/x?sslmode=maybe", "not a PostgreSQL"),
+            ("dbname=x", "names no host"),
+        ];
+        for (endpoint, reason_part) in cases {
+            match validate_endpoint(endpoint) {
+                Err(ConfigError::Key { key, reason }) => {
+                    assert_eq!(key, "export.endpoint", "{endpoint}: {reason}");
+                    assert!(reason.contains(reason_part), "{endpoint}: {reason}");
+                    assert!(!reason.contains("hunter2"), "a password is never echoed: {reason}");
+                }
+                other => panic!("{endpoint}: {other:?}"),
+            }
+        }
+        assert_eq!(validate_endpoint("postgres://sensor@db:5432/kaspa?sslmode=require"), Ok(()));
+    }
 
     fn row(id: &str) -> EventRow {
         EventRow {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use prometheus_client::registry::Registry;
 
 use super::*;
-use crate::config::Secret;
-use crate::event::{Direction, Event, EventKind};
 use crate::metrics::{Metrics, SinkFailureLabels, SinkLabels};
 use crate::store::{Store, StoreOptions};
+use sensor_core::config::Secret;
+use sensor_core::event::{Direction, Event, EventKind};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -1,4 +1,4 @@
-//! Building our `Version` message and reading the peer's (design §2).
+//! Building our `Version` message and reading the peer's (docs/kaspa-protocol.md).
 //!
 //! Wire facts, from kaspa-p2p-lib 2.1.0 `convert/model/version.rs` and kaspad's
 //! `p2p/flows/src/flow_context.rs`: protocol version 11 (kaspad accepts 10 and ≥ 11), `id`
@@ -11,8 +11,8 @@ use kaspa_p2p_lib::{convert::model::version::Version, pb};
 use kaspa_utils::networking::{IpAddress, NetAddress, PeerId};
 use uuid::Uuid;
 
-use super::network::Network;
-use crate::event::PeerInfo;
+use sensor_core::event::PeerInfo;
+use sensor_core::network::Network;
 
 /// The P2P protocol version we advertise. kaspad 2.1.0 speaks 11 and rejects < 10.
 pub const PROTOCOL_VERSION: u32 = 11;

@@ -6,71 +6,12 @@
 //! from one IP is capped by `max_per_ip` as well as by `max_pending_handshakes`. Dropping the
 //! guard releases its slots. The counting is pure bookkeeping under one mutex; no I/O.
 
+use sensor_core::connection::RejectReason;
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
 };
-
-/// Why an inbound connection was refused or failed before it was kept. Stored and used as the
-/// `reason` label of `sensor_inbound_rejections_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    /// The peer's `Version.network` differs from ours.
-    WrongNetwork,
-    /// `max_inbound_peers` reached.
-    InboundLimit,
-    /// `max_peers_per_ip` reached for the source IP.
-    IpLimit,
-    /// `max_peers_per_subnet` reached for the source /24 (IPv4) or /48 (IPv6).
-    SubnetLimit,
-    /// `max_pending_handshakes` reached.
-    PendingHandshakeLimit,
-    /// The peer did not complete Version/Verack/Ready within the handshake timeout.
-    HandshakeTimeout,
-    /// The handshake failed otherwise (closed, reset, unexpected message).
-    HandshakeFailed,
-    /// The peer's `Version` could not be parsed (e.g. peer id not 16 bytes, bad address length).
-    InvalidVersion,
-    /// The peer presented our own peer id (we connected to ourselves).
-    SelfConnection,
-    /// The sensor is shutting down.
-    ShuttingDown,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
-        Self::WrongNetwork,
-        Self::InboundLimit,
-        Self::IpLimit,
-        Self::SubnetLimit,
-        Self::PendingHandshakeLimit,
-        Self::HandshakeTimeout,
-        Self::HandshakeFailed,
-        Self::InvalidVersion,
-        Self::SelfConnection,
-        Self::ShuttingDown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WrongNetwork => "wrong_network",
-            Self::InboundLimit => "inbound_limit",
-            Self::IpLimit => "ip_limit",
-            Self::SubnetLimit => "subnet_limit",
-            Self::PendingHandshakeLimit => "pending_handshake_limit",
-            Self::HandshakeTimeout => "handshake_timeout",
-            Self::HandshakeFailed => "handshake_failed",
-            Self::InvalidVersion => "invalid_version",
-            Self::SelfConnection => "self_connection",
-            Self::ShuttingDown => "shutting_down",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
 
 /// The configured caps. All counts are connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,12 +226,5 @@ mod tests {
         assert_eq!(a.admitted(), 0);
         assert_eq!(a.pending(), 0);
         assert!(a.try_admit(ip("3.3.3.3")).is_ok());
-    }
-
-    #[test]
-    fn reasons_round_trip() {
-        for r in RejectReason::ALL {
-            assert_eq!(RejectReason::parse(r.as_str()), Some(r));
-        }
     }
 }

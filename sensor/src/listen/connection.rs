@@ -27,69 +27,23 @@ use kaspa_p2p_lib::{
 use tokio::{sync::watch, time::Instant};
 
 use super::{
-    admission::{Admission, AdmissionGuard, RejectReason},
+    admission::AdmissionGuard,
+    inbound::Inbound,
     transport::{PeerTransport, StreamLease},
 };
 use crate::{
-    classify::{Classifier, ProbeRequest},
-    context::Context,
-    event::{Direction, Event, EventKind, PeerInfo},
+    classify::ProbeRequest,
     kaspa::{
         flows::{keep_alive_reply, message_type_name},
-        version::{LocalVersion, PeerVersion, read_peer_version},
+        version::{PeerVersion, read_peer_version},
     },
-    metrics::{ConnectionLabels, MessageLabels, ReasonLabels, ResultLabels},
+    metrics::{ConnectionLabels, MessageLabels, ResultLabels},
 };
-
-/// Parameters of the inbound side (from `[listen]`).
-#[derive(Debug, Clone)]
-pub struct InboundSettings {
-    /// Bound on TCP accept → HTTP/2 → Version/Verack/Ready together.
-    pub handshake_timeout: Duration,
-    /// HTTP/2 PING sent after this long without a frame from the peer (`listen.keepalive_interval_ms`).
-    pub keepalive_interval: Duration,
-    /// The connection is closed when a PING is not acknowledged within this
-    /// (`listen.keepalive_timeout_ms`). A peer that vanishes without a FIN is dropped within
-    /// `keepalive_interval + keepalive_timeout` of its last frame.
-    pub keepalive_timeout: Duration,
-    /// How long a peer is held before a polite close; `None` = until it leaves.
-    pub hold_time: Option<Duration>,
-    /// Send each accepted peer one `RequestAddresses` and record the reply
-    /// (`listen.request_addresses`).
-    pub request_addresses: bool,
-}
-
-/// Everything shared by the inbound connections of one listener.
-pub struct Inbound {
-    pub ctx: Arc<Context>,
-    pub local: LocalVersion,
-    pub settings: InboundSettings,
-    pub admission: Admission,
-    pub classifier: Classifier,
-    /// The reply to `RequestAddresses`: our external address, or empty.
-    pub addresses: Vec<pb::NetAddress>,
-    /// Turns true when the sensor starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl Inbound {
-    /// Records a refused or failed inbound connection: the counters and a `rejected` event.
-    pub(super) fn reject_event(&self, source: SocketAddr, reason: RejectReason, peer: Option<PeerInfo>) {
-        let m = &self.ctx.metrics;
-        m.connections.get_or_create(&ConnectionLabels { direction: "inbound", result: "rejected" }).inc();
-        m.rejections.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
-        let mut event = Event::now(
-            &self.ctx.sensor_id,
-            EventKind::Rejected(reason),
-            Direction::Inbound,
-            source.ip().to_canonical(),
-            source.port(),
-        );
-        event.peer = peer.unwrap_or_default();
-        tracing::info!(peer = %source, reason = reason.as_str(), network = ?event.peer.network, "inbound rejected");
-        self.ctx.record(event);
-    }
-}
+use sensor_core::{
+    Label,
+    connection::{DisconnectReason, RejectReason},
+    event::{Direction, Event, EventKind, PeerInfo},
+};
 
 /// Handshake progress: what has arrived and whether our `Ready` went out.
 #[derive(Debug, Default)]
@@ -110,34 +64,6 @@ enum Phase {
     Closing,
 }
 
-/// Why a held peer's connection ends: the log, and the `reason` label of
-/// `sensor_peer_disconnects_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    PeerClosed,
-    /// The peer's stream failed (reset, undecodable message).
-    StreamError,
-    /// The peer sent a message over `MAX_MESSAGE_BYTES` (tonic's `OutOfRange`).
-    MessageTooLarge,
-    HoldTimeExpired,
-    Shutdown,
-}
-
-impl End {
-    pub const ALL: [End; 5] =
-        [Self::PeerClosed, Self::StreamError, Self::MessageTooLarge, Self::HoldTimeExpired, Self::Shutdown];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PeerClosed => "peer_closed",
-            Self::StreamError => "stream_error",
-            Self::MessageTooLarge => "message_too_large",
-            Self::HoldTimeExpired => "hold_time_expired",
-            Self::Shutdown => "shutdown",
-        }
-    }
-}
-
 /// The state of one inbound connection. See the module docs.
 pub struct Connection {
     inbound: Arc<Inbound>,
@@ -153,7 +79,7 @@ pub struct Connection {
     _lease: StreamLease,
     /// Whether this connection counts in `sensor_connections_active`.
     active: bool,
-    end: Option<End>,
+    end: Option<DisconnectReason>,
     /// Our `RequestAddresses` is out and its `Addresses` reply has not come yet.
     awaiting_addresses: bool,
 }
@@ -242,7 +168,11 @@ impl Connection {
             Err(status) => {
                 let (code, error) = (status.code(), status.message());
                 tracing::info!(peer = %self.source, ?code, %error, "peer stream failed");
-                let end = if code == tonic::Code::OutOfRange { End::MessageTooLarge } else { End::StreamError };
+                let end = if code == tonic::Code::OutOfRange {
+                    DisconnectReason::MessageTooLarge
+                } else {
+                    DisconnectReason::StreamError
+                };
                 match self.phase {
                     Phase::Handshake(_) => self.reject(RejectReason::HandshakeFailed),
                     _ => self.close(end),
@@ -254,21 +184,21 @@ impl Connection {
     fn on_deadline(&mut self) {
         match self.phase {
             Phase::Handshake(_) => self.reject(RejectReason::HandshakeTimeout),
-            _ => self.close(End::HoldTimeExpired),
+            _ => self.close(DisconnectReason::HoldTimeExpired),
         }
     }
 
     fn on_shutdown(&mut self) {
         match self.phase {
             Phase::Handshake(_) => self.reject(RejectReason::ShuttingDown),
-            _ => self.close(End::Shutdown),
+            _ => self.close(DisconnectReason::Shutdown),
         }
     }
 
     fn on_closed(&mut self) {
         match self.phase {
             Phase::Handshake(_) => self.reject(RejectReason::HandshakeFailed),
-            _ => self.close(End::PeerClosed),
+            _ => self.close(DisconnectReason::PeerClosed),
         }
     }
 
@@ -304,7 +234,7 @@ impl Connection {
         let result = if !std::mem::take(&mut self.awaiting_addresses) {
             "unsolicited"
         } else {
-            match crate::crawl::filter::address_list(list) {
+            match crate::kaspa::addresses::address_list(list) {
                 Err(_) => "oversized",
                 Ok(reply) => {
                     let addresses = reply.addresses;
@@ -312,7 +242,7 @@ impl Connection {
                     let ip = self.source.ip().to_canonical();
                     let gossiper = SocketAddr::new(ip, peer.advertised_port.unwrap_or(self.source.port()));
                     let at = time::OffsetDateTime::now_utc();
-                    self.inbound.ctx.record_gossip(crate::store::gossip::Gossip { gossiper, at, addresses });
+                    self.inbound.ctx.record_gossip(sensor_core::gossip::Gossip { gossiper, at, addresses });
                     "recorded"
                 }
             }
@@ -416,7 +346,7 @@ impl Connection {
         self.phase = Phase::Closing;
     }
 
-    fn close(&mut self, end: End) {
+    fn close(&mut self, end: DisconnectReason) {
         self.end = Some(end);
         self.phase = Phase::Closing;
     }
@@ -432,11 +362,11 @@ impl Drop for Connection {
                 self.inbound.ctx.metrics.handshakes_pending.dec();
                 self.inbound.reject_event(self.source, RejectReason::HandshakeFailed, info);
             }
-            Phase::Serving { .. } => self.end = Some(self.end.unwrap_or(End::PeerClosed)),
+            Phase::Serving { .. } => self.end = Some(self.end.unwrap_or(DisconnectReason::PeerClosed)),
             Phase::Closing => {}
         }
         if self.active {
-            let end = self.end.unwrap_or(End::PeerClosed);
+            let end = self.end.unwrap_or(DisconnectReason::PeerClosed);
             self.inbound.ctx.metrics.connections_active.dec();
             self.inbound.ctx.metrics.peer_disconnect(end.as_str());
             tracing::info!(peer = %self.source, reason = end.as_str(), "peer disconnected");

@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod inbound;
 pub mod server;
 pub mod transport;
 
@@ -30,11 +31,10 @@ use tokio::sync::watch;
 
 use self::{
     admission::{Admission, Limits},
-    connection::{Inbound, InboundSettings},
+    inbound::{Inbound, InboundSettings},
 };
 use crate::{
     classify::{Classifier, ProbeSettings},
-    config::Config,
     context::Context,
     error::{Result, SensorError},
     export::{self, ExportSettings, Exporter},
@@ -44,6 +44,7 @@ use crate::{
     report::{Reporter, ReporterSettings},
     store::{Store, StoreOptions},
 };
+use sensor_core::config::Config;
 
 /// A started sensor. [`Sensor::start`] returns once the P2P port is bound and `/readyz` is 200;
 /// [`Sensor::shutdown`] stops it. `run` does both around a signal wait.

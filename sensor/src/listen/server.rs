@@ -1,7 +1,7 @@
 //! The sensor's own gRPC server for `/protowire.P2P/MessageStream` (kaspa-p2p-lib's generated
 //! `KaspadMessage` types, tonic's server), instead of kaspa-p2p-lib's `Adaptor::bidirectional`.
 //!
-//! Why our own (design §2 allows it for other transports; measured for this one):
+//! Why our own (docs/kaspa-protocol.md allows it for other transports; measured for this one):
 //! * **Memory per held peer.** The library server gives every connection a `Router` with an
 //!   outgoing mpsc channel plus one channel per subscription (each allocates 32 × 272 bytes up
 //!   front), and tonic's default 8 KiB codec buffers. Here a connection is one state machine
@@ -34,7 +34,8 @@ use tonic::{
 use tonic_prost::ProstCodec;
 
 use super::{
-    connection::{Connection, Inbound},
+    connection::Connection,
+    inbound::Inbound,
     transport::{self, PeerTransport},
 };
 use crate::error::{Result, SensorError};

@@ -45,10 +45,8 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use super::{
-    admission::{AdmissionGuard, RejectReason},
-    connection::Inbound,
-};
+use super::{admission::AdmissionGuard, inbound::Inbound};
+use sensor_core::connection::RejectReason;
 
 /// Time a connection keeps after its Kaspa stream ended, to flush the last frames, before it is
 /// closed.

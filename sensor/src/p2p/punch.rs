@@ -1,4 +1,4 @@
-//! `sensor punch`: the DCUtR hole-punch client (design §1, §5).
+//! `sensor punch`: the DCUtR hole-punch client (docs/architecture.md, docs/natlab.md).
 //!
 //! It reserves a slot on the relay (`listen_on(<relay>/p2p-circuit)`) and learns its external
 //! address candidates from the relay's identify (the observed address); AutoNAT v1 asks the relay
@@ -44,13 +44,11 @@ pub mod swarm;
 
 use std::{path::PathBuf, time::Duration};
 
-use self::attempt::Transport;
 pub use self::client::{Output, PunchClient};
-use crate::{
-    config::{Config, DEFAULT_PUNCH_TIMEOUT_SECS},
-    error::{Result, SensorError},
-};
+use crate::error::{Result, SensorError};
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use sensor_core::config::{Config, DEFAULT_PUNCH_TIMEOUT_SECS};
+use sensor_core::punch::Transport;
 
 /// How long start-up waits for every local listener to report an address.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -23,38 +23,10 @@ use std::{
 };
 
 use libp2p::{Multiaddr, multiaddr::Protocol};
+use sensor_core::reachability::Reachability;
 
 /// Observations kept per node: enough for every listener of a node with a few remote endpoints.
 pub const MAX_OBSERVATIONS: usize = 64;
-
-/// The verdict, as exposed in `sensor_reachability{verdict}` and in reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reachability {
-    /// Dialable from the Internet: AutoNAT confirmed it, or remote peers dialled in directly.
-    Public,
-    /// Behind a NAT or firewall with endpoint-independent mapping: hole punching can work.
-    PrivateCone,
-    /// Behind a NAT with endpoint-dependent mapping: hole punching fails unless the peer is public
-    /// or behind a full cone.
-    PrivateSymmetric,
-    /// Not enough evidence yet.
-    Unknown,
-}
-
-impl Reachability {
-    pub const ALL: [Reachability; 4] =
-        [Reachability::Public, Reachability::PrivateCone, Reachability::PrivateSymmetric, Reachability::Unknown];
-
-    /// `public`, `private-cone`, `private-symmetric`, `unknown` (metric label, report field).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reachability::Public => "public",
-            Reachability::PrivateCone => "private-cone",
-            Reachability::PrivateSymmetric => "private-symmetric",
-            Reachability::Unknown => "unknown",
-        }
-    }
-}
 
 /// What AutoNAT v1 last said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -290,7 +262,5 @@ mod tests {
             t.observe(&ma(LOCAL), &ma(&format!("/ip4/198.51.100.10/udp/{port}/quic-v1")), &ma(LOCAL));
         }
         assert_eq!(t.observations.len(), MAX_OBSERVATIONS);
-        let labels: Vec<_> = Reachability::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(labels, ["public", "private-cone", "private-symmetric", "unknown"]);
     }
 }

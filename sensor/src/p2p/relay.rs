@@ -1,5 +1,5 @@
 //! `sensor relay`: a rust-libp2p circuit relay v2 server (with identify, ping and an AutoNAT v1
-//! server) on TCP and QUIC v1, for the sensors' hole punching (design §1, §5).
+//! server) on TCP and QUIC v1, for the sensors' hole punching (docs/architecture.md, docs/natlab.md).
 //!
 //! Start-up order: report settings → identity ([`super::identity`]; the PeerId is logged) →
 //! metrics/health listener bound → swarm → listeners bound (a port in use, no permission or a
@@ -37,17 +37,19 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
     identity,
-    reachability::{MappingTest, Reachability},
+    reachability::MappingTest,
     stats::{RelayMetrics, ReservationTracker},
     swarm::{self, RelayBehaviour, RelayBehaviourEvent, bind_error},
 };
 use crate::{
-    config::Config,
     error::{Result, SensorError},
     http,
     metrics::{Metrics, ReachabilityMetrics},
     report::{Reporter, ReporterSettings, Source},
 };
+use sensor_core::Label;
+use sensor_core::config::Config;
+use sensor_core::reachability::Reachability;
 
 /// How long start-up waits for every listener to report its first address.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,8 +96,7 @@ impl RelayServer {
         let (metrics, mut registry) = Metrics::new();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
         let relay_metrics = RelayMetrics::register(&mut registry);
-        let reachability_metrics =
-            ReachabilityMetrics::register(&mut registry, &Reachability::ALL.map(Reachability::as_str));
+        let reachability_metrics = ReachabilityMetrics::register(&mut registry, &Reachability::all_labels());
         reachability_metrics.set(Reachability::Unknown.as_str());
         let http_listener = http::bind(config.metrics.listen).await?;
         let metrics_address = http_listener.local_addr().map_err(|e| SensorError::io("metrics listener address", e))?;
@@ -481,5 +482,23 @@ mod tests {
         assert!(err.to_string().contains(&address.to_string()), "{err}");
         drop(taken);
         assert!(check_tcp_port_free(address).is_ok());
+    }
+
+    /// `[relay]`'s limits default to rust-libp2p's own `relay::Config` defaults.
+    #[test]
+    fn relay_defaults_are_rust_libp2p_defaults() {
+        let r = sensor_core::config::RelayConfig::default();
+        let libp2p = libp2p::relay::Config::default();
+        assert_eq!(
+            (r.max_reservations, r.max_reservations_per_peer, r.max_circuits, r.max_circuits_per_peer),
+            (
+                libp2p.max_reservations,
+                libp2p.max_reservations_per_peer,
+                libp2p.max_circuits,
+                libp2p.max_circuits_per_peer
+            )
+        );
+        assert_eq!(Duration::from_secs(r.max_circuit_duration_secs), libp2p.max_circuit_duration);
+        assert_eq!(r.max_circuit_bytes, libp2p.max_circuit_bytes);
     }
 }

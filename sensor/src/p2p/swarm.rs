@@ -8,10 +8,8 @@ use libp2p::{
     swarm::NetworkBehaviour, tcp, yamux,
 };
 
-use crate::{
-    config::{RATE_PER_IP, RATE_PER_PEER, RelayConfig},
-    error::{Result, SensorError},
-};
+use crate::error::{Result, SensorError};
+use sensor_core::config::{RATE_PER_IP, RATE_PER_PEER, RelayConfig};
 
 /// Identify `protocolVersion` of the relay.
 pub const PROTOCOL_VERSION: &str = "/p2p-sensor/relay/1.0.0";

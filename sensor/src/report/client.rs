@@ -22,11 +22,11 @@ use super::{
     summary::{Origin, PunchLive, agent, build_punch_report, build_relay_report, build_report},
 };
 use crate::{
-    config::Config,
     error::{Result, SensorError},
     metrics::{Metrics, ResultLabels},
     store::{PunchSummary, Reader},
 };
+use sensor_core::config::Config;
 
 /// During a streak of failed pushes, one in this many is logged at `warn`.
 pub const WARN_EVERY: u64 = 10;

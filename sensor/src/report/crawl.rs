@@ -66,7 +66,8 @@ mod tests {
     use sensor_report::{OWNER_SENSOR_FLEET, v1::Owner, validate};
 
     use super::*;
-    use crate::{kaspa::network::Network, store::crawl_status::LastCrawl};
+    use crate::store::crawl_status::LastCrawl;
+    use sensor_core::network::Network;
 
     fn origin() -> Origin {
         Origin {

@@ -8,7 +8,9 @@ use sensor_report::{
 };
 
 use super::snapshot::Snapshot;
-use crate::{config::Config, kaspa::network::Network, p2p::reachability::Reachability, store::PunchSummary};
+use crate::store::PunchSummary;
+use sensor_core::Label;
+use sensor_core::{config::Config, network::Network, reachability::Reachability};
 
 /// Who a report is from and whom it belongs to; fixed for the life of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,14 +21,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{migrations, query::Reader, writer::format_timestamp};
-use crate::{
-    crawl::{
-        schedule::{self, Revisit},
-        visit::VisitResult,
-    },
-    error::{Result, SensorError},
-};
+use sensor_core::timestamp::format_timestamp;
+
+use super::{migrations, query::Reader};
+use sensor_core::crawl::VisitResult;
+
+use crate::error::{Result, SensorError};
+use sensor_core::Label;
+use sensor_core::crawl::schedule::{self, Revisit};
 
 /// Most messages per transaction.
 const BATCH: usize = 1024;
@@ -480,7 +480,8 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crawl::{ErrorClass, VisitError, visit::PeerFacts};
+    use sensor_core::crawl::PeerFacts;
+    use sensor_core::crawl::{ErrorClass, VisitError};
 
     fn at(secs: i64) -> OffsetDateTime {
         OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000 + secs)

@@ -1,11 +1,13 @@
 //! The crawler's state as the continuous mode and the cumulative report read it: which known
 //! nodes are due for a visit (`crawl_nodes.next_visit`, planned by the crawl writer with
-//! Nebula's rule, [`crate::crawl::schedule`]) and the summary behind `Report.crawl`.
+//! Nebula's rule, [`sensor_core::crawl::schedule`]) and the summary behind `Report.crawl`.
 
 use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
-use super::{query::Reader, writer::format_timestamp};
+use sensor_core::timestamp::format_timestamp;
+
+use super::query::Reader;
 use crate::error::Result;
 
 /// Known nodes split by whether a visit is due at some instant.
@@ -123,14 +125,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::{
-        crawl::{
-            ErrorClass, VisitError,
-            schedule::Revisit,
-            visit::{PeerFacts, VisitResult},
-        },
-        store::crawl::{CrawlStart, CrawlTotals, CrawlWriter},
-    };
+    use sensor_core::crawl::{PeerFacts, VisitResult};
+
+    use crate::store::crawl::{CrawlStart, CrawlTotals, CrawlWriter};
+    use sensor_core::crawl::{ErrorClass, VisitError, schedule::Revisit};
 
     const T0: i64 = 1_700_000_000;
 

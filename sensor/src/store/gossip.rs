@@ -1,31 +1,15 @@
 //! Addresses peers gossip to `sensor listen`: the sensor sends each accepted peer one
-//! `RequestAddresses` (as kaspad does with every new peer, design §2) and records the
+//! `RequestAddresses` (as kaspad does with every new peer, docs/kaspa-protocol.md) and records the
 //! `Addresses` reply here, in the crawler's tables (migration 3): each `(address, gossiper)` in
 //! `address_sightings` with its first time, and each address in `crawl_nodes` as learned. So
 //! `sensor crawl --propagation` shows the sensor's sightings next to the crawler's, and a crawl
 //! seeded from this database (a fleet's crawl sidecar) visits what the sensor heard.
 
-use std::net::SocketAddr;
-
 use rusqlite::{Transaction, params};
-use time::OffsetDateTime;
 
-use super::{
-    crawl::{UPSERT_LEARNED, UPSERT_SIGHTING},
-    writer::format_timestamp,
-};
+use sensor_core::{gossip::Gossip, timestamp::format_timestamp};
 
-/// One `Addresses` message from a peer of `sensor listen`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gossip {
-    /// The peer: its source IP with the port it advertised in `Version.address`, or its source
-    /// port when it advertised none.
-    pub gossiper: SocketAddr,
-    /// When the message arrived.
-    pub at: OffsetDateTime,
-    /// The well-formed entries, at most kaspad's 2,500 per message, duplicates removed.
-    pub addresses: Vec<SocketAddr>,
-}
+use super::crawl::{UPSERT_LEARNED, UPSERT_SIGHTING};
 
 /// Writes one message inside the writer's transaction.
 pub(super) fn insert(tx: &Transaction<'_>, g: &Gossip) -> rusqlite::Result<()> {
@@ -42,7 +26,9 @@ pub(super) fn insert(tx: &Transaction<'_>, g: &Gossip) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{net::SocketAddr, time::Duration};
+
+    use time::OffsetDateTime;
 
     use super::*;
     use crate::{

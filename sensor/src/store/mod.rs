@@ -1,4 +1,4 @@
-//! SQLite persistence of every [`Event`], off the async runtime (design §1).
+//! SQLite persistence of every [`Event`], off the async runtime (docs/architecture.md).
 //!
 //! * [`Store`] is the write side: [`Store::record`] never blocks — it puts the event on a bounded
 //!   queue drained by one dedicated OS thread that commits batches (see [`writer`] for batching,
@@ -38,13 +38,12 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::error::{Result, SensorError};
-use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::p2p::punch::attempt::PunchAttempt;
+use sensor_core::event::Event;
+use sensor_core::punch::PunchAttempt;
 
 pub use punch::{PunchAttemptRow, PunchSummary};
 pub use query::{EventCounts, EventRow, PeerCounts, PeerRow, Reader};
-pub use writer::format_timestamp;
 use writer::{Msg, Shared, Writer};
 
 /// How long [`Store::flush`] waits at most.
@@ -216,7 +215,7 @@ impl Store {
 
     /// Queues one `Addresses` message a peer gossiped ([`gossip::Gossip`]) without blocking;
     /// the [`Ack`] carries a fresh UUID v7. Errors: as [`record`](Self::record).
-    pub fn record_gossip(&self, gossip: gossip::Gossip) -> Result<Ack> {
+    pub fn record_gossip(&self, gossip: sensor_core::gossip::Gossip) -> Result<Ack> {
         self.enqueue(Uuid::now_v7(), |ack| Msg::Gossip(Box::new(gossip), ack))
     }
 

@@ -5,11 +5,12 @@
 
 use rusqlite::{Row, Transaction, params};
 
-use super::{query::Reader, writer::format_timestamp};
-use crate::{
-    error::Result,
-    p2p::punch::attempt::{KaspaCheck, PunchAttempt, millis, whole_millis},
-};
+use sensor_core::timestamp::format_timestamp;
+
+use super::query::Reader;
+use crate::error::Result;
+use sensor_core::Label;
+use sensor_core::punch::{KaspaCheck, PunchAttempt, millis, whole_millis};
 
 const INSERT_ATTEMPT: &str = "INSERT OR IGNORE INTO punch_attempts (attempt_id, started_at, sensor_id, \
     relay, relay_node, target, attempt, transport, outcome, dcutr_rounds, relayed_rtt_ms, direct_rtt_ms, \
@@ -177,12 +178,10 @@ mod tests {
     use super::*;
     use crate::{
         metrics::Metrics,
-        p2p::{
-            punch::attempt::{AttemptTracker, Transport},
-            reachability::Reachability,
-        },
+        p2p::punch::attempt::AttemptTracker,
         store::{Store, StoreOptions},
     };
+    use sensor_core::{punch::Transport, reachability::Reachability};
 
     fn attempt(relay_node: &str, n: u32, ttd_ms: Option<u64>, transport: Transport) -> PunchAttempt {
         attempt_with(relay_node, n, ttd_ms, transport, None)

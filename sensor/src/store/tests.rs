@@ -9,10 +9,11 @@ use rusqlite::Connection;
 use time::macros::datetime;
 
 use super::*;
-use crate::classify::verdict::VerdictReason;
-use crate::event::{Direction, EventKind, PeerInfo, ProbeInfo};
-use crate::listen::admission::RejectReason;
 use crate::metrics::KindLabels;
+use sensor_core::connection::RejectReason;
+use sensor_core::event::{Direction, EventKind, PeerInfo, ProbeInfo};
+use sensor_core::timestamp::format_timestamp;
+use sensor_core::verdict::VerdictReason;
 
 const PEER_A: &str = "00112233445566778899aabbccddeeff";
 const WAIT: Duration = Duration::from_secs(20);

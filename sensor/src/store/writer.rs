@@ -39,16 +39,15 @@ use std::time::{Duration, Instant};
 
 use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, TransactionBehavior, params};
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
-use time::{OffsetDateTime, UtcOffset};
+use sensor_core::timestamp::format_timestamp;
 use tokio::sync::oneshot;
 
-use super::gossip::Gossip;
 use super::punch;
-use crate::event::{Event, EventKind};
 use crate::metrics::Metrics;
-use crate::p2p::punch::attempt::PunchAttempt;
+use sensor_core::Label;
+use sensor_core::event::{Event, EventKind};
+use sensor_core::gossip::Gossip;
+use sensor_core::punch::PunchAttempt;
 
 /// First retry delay after a failed batch.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -56,16 +55,6 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Exported events deleted per reclaim step of the disk-full policy.
 pub const RECLAIM_CHUNK: u64 = 10_000;
-
-/// Stored timestamp form: RFC 3339 UTC with a fixed 9-digit fraction, so that text order is time
-/// order (`ORDER BY timestamp`, `max(last_seen)` are correct).
-const TIMESTAMP_FORMAT: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
-
-/// `2026-11-21T04:26:00.123456789Z`: the form every timestamp column of the store uses.
-pub fn format_timestamp(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC).format(TIMESTAMP_FORMAT).unwrap_or_else(|_| t.to_string())
-}
 
 /// The metric label of a failed batch: `full`, `locked`, `io` or `other`.
 pub fn error_kind(e: &rusqlite::Error) -> &'static str {

@@ -29,14 +29,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sensor::kaspa::{network::Network, version::LocalVersion, wire::WireConnection};
-use sensor::listen::admission::RejectReason;
+use sensor::kaspa::{version::LocalVersion, wire::WireConnection};
 use sensor::store::{EventCounts, Reader};
+use sensor_core::connection::RejectReason;
+use sensor_core::network::Network;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use super::sensor_process::{SensorProcess, Spawn, free_port};
+use sensor_core::Label;
 
 /// Bound of a client's TCP + HTTP/2 connect and stream open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

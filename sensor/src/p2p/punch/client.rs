@@ -22,21 +22,21 @@ use tokio::{
 
 use super::{
     LISTEN_TIMEOUT, PunchSettings,
-    attempt::{self, Outcome, PunchAttempt, Transport},
     swarm::{self, PunchBehaviour},
 };
 use crate::{
-    config::{Config, RelayListen},
     error::{Result, SensorError},
     http,
     metrics::{Metrics, PunchMetrics, ReachabilityMetrics},
-    p2p::{
-        identity, kaspa_stream,
-        reachability::{MappingTest, Reachability},
-        swarm::bind_error,
-    },
+    p2p::{identity, kaspa_stream, reachability::MappingTest, swarm::bind_error},
     report::{PunchLive, Reporter, ReporterSettings, Source},
     store::{Store, StoreOptions},
+};
+use sensor_core::Label;
+use sensor_core::{
+    config::{Config, RelayListen},
+    punch::{Outcome, PunchAttempt, Transport, whole_millis},
+    reachability::Reachability,
 };
 
 /// Bound of the store's final flush.
@@ -93,7 +93,7 @@ pub struct PunchClient {
     /// Opens `/p2psensor/kaspa/1` streams (`punch.kaspa_handshake`).
     pub(super) streams: libp2p_stream::Control,
     /// The Kaspa network of our Version in those handshakes.
-    pub(super) network: crate::kaspa::network::Network,
+    pub(super) network: sensor_core::network::Network,
     /// Pipes incoming `/p2psensor/kaspa/1` streams to `punch.kaspa_bridge`.
     bridge: Option<JoinHandle<()>>,
 }
@@ -116,11 +116,10 @@ impl PunchClient {
 
         let (metrics, mut registry) = Metrics::new();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
-        let transports = Transport::ALL.map(Transport::as_str);
-        let outcomes = Outcome::ALL.map(Outcome::as_str);
+        let transports = Transport::all_labels();
+        let outcomes = Outcome::all_labels();
         let punch_metrics = PunchMetrics::register(&mut registry, &transports, &outcomes);
-        let reachability_metrics =
-            ReachabilityMetrics::register(&mut registry, &Reachability::ALL.map(Reachability::as_str));
+        let reachability_metrics = ReachabilityMetrics::register(&mut registry, &Reachability::all_labels());
         reachability_metrics.set(Reachability::Unknown.as_str());
         let options = StoreOptions {
             batch_size: config.storage.batch_size,
@@ -257,7 +256,7 @@ impl PunchClient {
         self.punch_metrics.attempt(r.transport.as_str(), r.outcome.as_str(), r.time_to_direct);
         tracing::info!(
             target = %attempt.target, attempt = attempt.attempt, transport = r.transport.as_str(),
-            outcome = r.outcome.as_str(), time_to_direct_ms = r.time_to_direct.map(attempt::whole_millis),
+            outcome = r.outcome.as_str(), time_to_direct_ms = r.time_to_direct.map(whole_millis),
             dcutr_rounds = r.dcutr_rounds, error = r.error.as_deref(), "punch attempt finished"
         );
         let line = match self.output {
@@ -360,11 +359,7 @@ mod tests {
     #[test]
     fn punch_metrics_count_every_label_pair() {
         let (_, mut registry) = Metrics::new();
-        let m = PunchMetrics::register(
-            &mut registry,
-            &Transport::ALL.map(Transport::as_str),
-            &Outcome::ALL.map(Outcome::as_str),
-        );
+        let m = PunchMetrics::register(&mut registry, &Transport::all_labels(), &Outcome::all_labels());
         m.attempt("tcp", "success", Some(Duration::from_millis(40)));
         m.attempt("quic", "timeout", None);
         let text = crate::metrics::encode(&registry);

@@ -17,13 +17,11 @@ use libp2p::{
 };
 use serde_json::json;
 
-use super::{
-    PunchClient,
-    attempt::{AttemptTracker, Transport},
-    client::print_line,
-    swarm::PunchBehaviourEvent,
-};
+use sensor_core::punch::Transport;
+
+use super::{PunchClient, attempt::AttemptTracker, client::print_line, swarm::PunchBehaviourEvent};
 use crate::p2p::reachability::AutoNatStatus;
+use sensor_core::Label;
 
 impl PunchClient {
     /// Feeds one event to everything but an attempt's tracker.

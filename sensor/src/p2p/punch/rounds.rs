@@ -16,14 +16,13 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{
-    DISCONNECT_TIMEOUT, Mode, PunchClient, SETUP_TIMEOUT,
-    attempt::{AttemptTracker, KaspaCheck, Outcome, PunchAttempt},
-    client::sleep_until_opt,
+    DISCONNECT_TIMEOUT, Mode, PunchClient, SETUP_TIMEOUT, attempt::AttemptTracker, client::sleep_until_opt,
     events::observe,
 };
-use crate::{
-    kaspa::version::LocalVersion,
-    p2p::{kaspa_stream, reachability::Reachability},
+use crate::{kaspa::version::LocalVersion, p2p::kaspa_stream};
+use sensor_core::{
+    punch::{KaspaCheck, Outcome, PunchAttempt},
+    reachability::Reachability,
 };
 
 /// First and longest pause before a lost reservation is requested again.

@@ -5,9 +5,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::*;
-use crate::event::{Direction, Event, EventKind};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreOptions};
+use sensor_core::event::{Direction, Event, EventKind};
 
 fn accepted(peer_id: &str, user_agent: Option<&str>) -> Event {
     let ip: IpAddr = "203.0.113.7".parse().unwrap();
