@@ -47,6 +47,13 @@ pub enum ConfigError {
 /// Result with [`ConfigError`].
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
+/// Every key of `sensor.toml`, dotted (`network`, `listen.max_inbound_peers`, …), in the order
+/// `sensor config` prints them. Renderers of the file (the operator) classify each one as written
+/// or deliberately left to the default, and test that no key is unclassified.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().map(|(key, _, _)| *key)
+}
+
 /// Prefix of every environment variable the sensor reads.
 pub const ENV_PREFIX: &str = "SENSOR_";
 
@@ -842,7 +849,7 @@ pub use crawl::CrawlConfig;
 pub use export::{ExportConfig, ExportCredentials, SINK_HTTP, SINK_NDJSON, SINK_NONE, SINK_POSTGRES, Secret};
 pub use p2p::{
     DEFAULT_PUNCH_TIMEOUT_SECS, PunchConfig, RATE_PER_IP, RATE_PER_PEER, RelayConfig, RelayListen,
-    check_external_address, check_punch_relay,
+    check_external_address, check_punch_relay, is_direct_transport,
 };
 
 #[cfg(test)]

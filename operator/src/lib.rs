@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod pod;
 pub mod relay;
 pub mod run;
+pub mod sensor_toml;
 pub mod telemetry;
 pub mod trim;
 pub mod validation;

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{KaspaNetwork, SensorFleetStatus};
+use crate::crd::{Network, SensorFleetStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -89,7 +89,7 @@ struct FleetNumbers {
 /// One fleet's `status.crawl`, on its network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct CrawlNumbers {
-    network: KaspaNetwork,
+    network: Network,
     crawlers: i64,
     known: i64,
     reachable: i64,
@@ -236,7 +236,7 @@ impl Metrics {
     /// Sets fleet `key`'s contribution to the totals (`None` removes it) and refreshes the gauges.
     /// `network` places its crawl figures. A network's crawl series exist while some fleet of it
     /// has `status.crawl`, and are removed after.
-    pub fn set_fleet(&self, key: &str, fleet: Option<(KaspaNetwork, &SensorFleetStatus)>) {
+    pub fn set_fleet(&self, key: &str, fleet: Option<(Network, &SensorFleetStatus)>) {
         let mut numbers = self.fleet_numbers.lock().unwrap_or_else(|e| e.into_inner());
         match fleet {
             Some((network, s)) => {
@@ -278,11 +278,11 @@ impl Metrics {
         self.fleet_sensors.get_or_create(&StateLabels { state: "reporting" }).set(sum(|n| n.reporting));
         self.fleets.set(numbers.len() as i64);
         self.fleet_crawlers.set(numbers.values().filter_map(|n| n.crawl.as_ref()).map(|c| c.crawlers).sum());
-        for network in KaspaNetwork::ALL {
+        for network in Network::ALL.iter().copied() {
             let crawls: Vec<&CrawlNumbers> =
                 numbers.values().filter_map(|n| n.crawl.as_ref()).filter(|c| c.network == network).collect();
-            let labels = NetworkLabels { network: network.as_str() };
-            let nodes = |state| CrawlNodeLabels { network: network.as_str(), state };
+            let labels = NetworkLabels { network: network.short_name() };
+            let nodes = |state| CrawlNodeLabels { network: network.short_name(), state };
             if crawls.is_empty() {
                 self.fleet_crawl_nodes.remove(&nodes("known"));
                 self.fleet_crawl_nodes.remove(&nodes("reachable"));
@@ -355,9 +355,9 @@ mod tests {
             crawled(900, 410, 2, Some(("2025-06-01T11:55:00Z", 62_000))),
             crawled(1000, 380, 1, Some(("2025-06-01T11:50:00Z", 75_000))),
         );
-        metrics.set_fleet("lab/a", Some((KaspaNetwork::Mainnet, &a)));
-        metrics.set_fleet("lab/b", Some((KaspaNetwork::Mainnet, &b)));
-        metrics.set_fleet("lab/plain", Some((KaspaNetwork::Devnet, &SensorFleetStatus::default())));
+        metrics.set_fleet("lab/a", Some((Network::Mainnet, &a)));
+        metrics.set_fleet("lab/b", Some((Network::Mainnet, &b)));
+        metrics.set_fleet("lab/plain", Some((Network::Devnet, &SensorFleetStatus::default())));
         let out = text(&registry);
         for line in [
             "p2psensor_fleet_crawlers 3",
@@ -380,8 +380,8 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let a = crawled(900, 410, 2, Some(("2025-06-01T11:55:00Z", 62_000)));
-        metrics.set_fleet("lab/a", Some((KaspaNetwork::Mainnet, &a)));
-        metrics.set_fleet("lab/b", Some((KaspaNetwork::Devnet, &SensorFleetStatus::default())));
+        metrics.set_fleet("lab/a", Some((Network::Mainnet, &a)));
+        metrics.set_fleet("lab/b", Some((Network::Devnet, &SensorFleetStatus::default())));
         assert_eq!(metrics.retain_fleets(|k| k == "lab/b"), ["lab/a"]);
         assert_eq!(metrics.fleet_keys(), ["lab/b"]);
         let out = text(&registry);

@@ -97,7 +97,7 @@ fn postgres_export_renders_the_section_and_mounts_password_and_ca_into_the_senso
 fn http_export_mounts_token_hmac_and_a_config_map_ca() {
     let c = children(&lab_with(json!({
         "sink": "http", "endpoint": "https://collector.example/events",
-        "batchSize": 500, "intervalMs": 1000, "timeoutMs": 10000, "gzip": true,
+        "batchSize": 200, "intervalMs": 3000, "timeoutMs": 15000, "gzip": false,
         "bearerTokenSecretRef": {"name": "export-creds", "key": "token"},
         "hmacSecretRef": {"name": "export-creds", "key": "hmac"},
         "caConfigMapRef": {"name": "export-ca", "key": "ca.crt"},
@@ -106,10 +106,10 @@ fn http_export_mounts_token_hmac_and_a_config_map_ca() {
     let expected: toml::Table = toml::toml! {
         sink = "http"
         endpoint = "https://collector.example/events"
-        batch_size = 500
-        interval_ms = 1000
-        timeout_ms = 10000
-        gzip = true
+        batch_size = 200
+        interval_ms = 3000
+        timeout_ms = 15000
+        gzip = false
         bearer_token_file = "/etc/sensor/export/bearer-token"
         hmac_secret_file = "/etc/sensor/export/hmac-secret"
         tls_ca_file = "/etc/sensor/export/ca.crt"

@@ -70,7 +70,7 @@ fn sensor_registry() -> Registry {
 /// reconciliation error, apply, delete, status patch and a crawling fleet recorded so that every
 /// family has a series.
 fn operator_registry() -> Registry {
-    use operator::crd::{FleetCrawlStats, KaspaNetwork, SensorFleetStatus};
+    use operator::crd::{FleetCrawlStats, Network, SensorFleetStatus};
     let mut registry = Registry::default();
     let metrics = operator::metrics::Metrics::register(&mut registry);
     let _collector = operator::collector::metrics::CollectorMetrics::register(&mut registry);
@@ -95,7 +95,7 @@ fn operator_registry() -> Registry {
         }),
         ..SensorFleetStatus::default()
     };
-    metrics.set_fleet("lab/a", Some((KaspaNetwork::Mainnet, &status)));
+    metrics.set_fleet("lab/a", Some((Network::Mainnet, &status)));
     registry
 }
 

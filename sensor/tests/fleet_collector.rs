@@ -328,7 +328,7 @@ fn the_sensor_accepts_every_config_the_operator_renders() {
         let (config, warnings) = sensor_core::config::Config::load(Some(&path), env, &Default::default())
             .unwrap_or_else(|e| panic!("sensor refuses the rendered config: {e}\n{toml}"));
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(config.network.to_string(), fleet.spec.network.as_str());
+        assert_eq!(config.network, fleet.spec.network);
         assert_eq!(config.report.owner_name, "lab");
         assert_eq!(config.report_sender(), "lab-sensor-0");
         let export = fleet.spec.export.as_ref();

@@ -302,6 +302,18 @@ impl PunchConfig {
     }
 }
 
+/// Whether `protocols` (a multiaddr's, without a trailing `/p2p/ID`) is a host and a transport
+/// the relay and the punch client serve: `/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT` or
+/// `…/udp/PORT/quic-v1` (no `/p2p-circuit`, no WebSocket). The one rule behind the sensor's
+/// `relay.external_addresses` and `punch.relay` and the operator's `RelayNode.spec.externalAddresses`.
+pub fn is_direct_transport(protocols: &[Protocol<'_>]) -> bool {
+    let host = matches!(
+        protocols.first(),
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
+    );
+    host && matches!(protocols.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]))
+}
+
 /// The relay of `sensor punch` is dialled directly: `/ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT/p2p/ID`
 /// or `…/udp/PORT/quic-v1/p2p/ID`. The PeerId is required (the circuit addresses name the relay).
 /// A name is resolved by libp2p-dns with the system resolver (`/etc/resolv.conf`, `/etc/hosts`);
@@ -311,12 +323,7 @@ pub fn check_punch_relay(addr: &Multiaddr) -> std::result::Result<(), &'static s
     let Some((Protocol::P2p(_), rest)) = protocols.split_last() else {
         return Err("must end in /p2p/<the relay's PeerId>");
     };
-    let host = matches!(
-        rest.first(),
-        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
-    );
-    let transport = matches!(rest.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
-    if host && transport {
+    if is_direct_transport(rest) {
         Ok(())
     } else {
         Err("must be /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT/p2p/ID or …/udp/PORT/quic-v1/p2p/ID (no /p2p-circuit)")
@@ -331,12 +338,7 @@ pub fn check_external_address(addr: &Multiaddr) -> std::result::Result<(), &'sta
     if matches!(protocols.last(), Some(Protocol::P2p(_))) {
         protocols.pop();
     }
-    let host = matches!(
-        protocols.first(),
-        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
-    );
-    let transport = matches!(protocols.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
-    if host && transport {
+    if is_direct_transport(&protocols) {
         Ok(())
     } else {
         Err("must be /ip4|ip6|dns*/HOST/tcp/PORT or /ip4|ip6|dns*/HOST/udp/PORT/quic-v1 (optionally + /p2p/PEER_ID)")

@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
+pub use sensor_core::Network;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Exposure, Placement, PullPolicy};
@@ -41,7 +42,7 @@ use super::export::Export;
 pub struct SensorFleetSpec {
     /// Kaspa network the sensors join. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("network is immutable; create a new SensorFleet"))]
-    pub network: KaspaNetwork,
+    pub network: Network,
     /// DaemonSet (one sensor per selected node; the default) or StatefulSet (`replicas` sensors).
     #[serde(default)]
     pub mode: WorkloadMode,
@@ -94,54 +95,6 @@ pub struct SensorFleetSpec {
     /// to their observed uptime. Its summaries appear in `status.crawl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crawler: Option<Crawler>,
-}
-
-/// Kaspa networks (docs/kaspa-protocol.md).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum KaspaNetwork {
-    #[serde(rename = "mainnet")]
-    Mainnet,
-    #[serde(rename = "testnet-10")]
-    Testnet10,
-    #[serde(rename = "testnet-12")]
-    Testnet12,
-    #[serde(rename = "devnet")]
-    Devnet,
-    #[serde(rename = "simnet")]
-    Simnet,
-}
-
-impl KaspaNetwork {
-    /// Every network, in declaration order.
-    pub const ALL: [KaspaNetwork; 5] = [
-        KaspaNetwork::Mainnet,
-        KaspaNetwork::Testnet10,
-        KaspaNetwork::Testnet12,
-        KaspaNetwork::Devnet,
-        KaspaNetwork::Simnet,
-    ];
-
-    /// The name the sensor's `network` key takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KaspaNetwork::Mainnet => "mainnet",
-            KaspaNetwork::Testnet10 => "testnet-10",
-            KaspaNetwork::Testnet12 => "testnet-12",
-            KaspaNetwork::Devnet => "devnet",
-            KaspaNetwork::Simnet => "simnet",
-        }
-    }
-
-    /// Default P2P port (kaspad's `network.default_p2p_port()`; docs/kaspa-protocol.md).
-    pub fn default_port(self) -> i32 {
-        match self {
-            KaspaNetwork::Mainnet => 16111,
-            KaspaNetwork::Testnet10 => 16211,
-            KaspaNetwork::Testnet12 => 16311,
-            KaspaNetwork::Devnet => 16611,
-            KaspaNetwork::Simnet => 16511,
-        }
-    }
 }
 
 /// The workload kind behind a fleet.

@@ -31,8 +31,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::crawl;
 use super::export;
+use super::layout::{CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
 use super::punch::{self, Punch, RELAY_ANNOTATION, TARGETS_KEY};
-use super::sensor_config::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, METRICS_PORT};
+use super::sensor_config;
 use crate::children::{self, Child, Children};
 pub use crate::context::BuildSettings;
 use crate::crd::{ExposureKind, ExternalAddressSource, SensorFleet, StorageKind, WorkloadMode};

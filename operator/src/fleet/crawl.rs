@@ -20,15 +20,16 @@
 //! follow from the spec alone, and changing `spec.crawler` rolls the pods (it is part of
 //! `sensor.toml`, hence of the pod template's config hash).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde::Serialize;
+use sensor_core::config::CrawlConfig;
 
-use super::sensor_config::{CONFIG_DIR, CONFIG_FILE, DATA_DIR, LISTENER_DATABASE_FILE};
+use super::layout::{CONFIG_DIR, CONFIG_FILE, DATA_DIR, LISTENER_DATABASE_FILE, sidecar_env};
 use crate::crd::{Crawler, SensorFleet};
 use crate::pod::{self, ContainerParams};
+use crate::sensor_toml::unsigned;
 
 /// Name of the sidecar container.
 pub const CONTAINER: &str = "crawl";
@@ -40,43 +41,20 @@ pub const METRICS_PORT_NAME: &str = "crawl-metrics";
 /// for the listener's database.
 pub const DATABASE_FILE: &str = "crawl.sqlite";
 
-/// The `[crawl]` section of `sensor.toml`.
-#[derive(Debug, Serialize)]
-pub struct CrawlToml {
-    interval_secs: i64,
-    concurrency: i32,
-    timeout_ms: i64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    seeds: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    seed_dns: Vec<String>,
-    seed_from_store: String,
-    min_revisit_secs: i64,
-    max_revisit_secs: i64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    allow_private_targets: bool,
-}
-
 /// `[crawl]` for `crawler`: every tuning key the spec holds (the CRD defaults them, so the
-/// sidecar never falls back to the one-shot `interval_secs = 0`), seeds in canonical `IP:PORT`
-/// form, and the listener's database as `seed_from_store`. `allow_private_targets` only when
-/// true.
-pub fn toml_section(crawler: &Crawler) -> CrawlToml {
-    CrawlToml {
-        interval_secs: crawler.interval_secs,
-        concurrency: crawler.concurrency,
-        timeout_ms: crawler.timeout_ms,
-        seeds: crawler
-            .seeds
-            .iter()
-            .map(|s| s.trim().parse::<SocketAddr>().map_or_else(|_| s.clone(), |a| a.to_string()))
-            .collect(),
-        seed_dns: crawler.seed_dns.iter().map(|s| s.trim().to_string()).collect(),
-        seed_from_store: format!("{DATA_DIR}/{LISTENER_DATABASE_FILE}"),
-        min_revisit_secs: crawler.min_revisit_secs,
-        max_revisit_secs: crawler.max_revisit_secs,
-        allow_private_targets: crawler.allow_private_targets,
-    }
+/// sidecar never falls back to the one-shot `interval_secs = 0`), the seeds, and the listener's
+/// database as `seed_from_store`. Seeds that are not `IP:PORT` are refused by the validate step
+/// ([`violations`]) before anything is rendered.
+pub fn apply(crawler: &Crawler, crawl: &mut CrawlConfig) {
+    crawl.interval_secs = unsigned(Some(crawler.interval_secs), crawl.interval_secs);
+    crawl.concurrency = unsigned(Some(crawler.concurrency), crawl.concurrency);
+    crawl.timeout_ms = unsigned(Some(crawler.timeout_ms), crawl.timeout_ms);
+    crawl.seeds = crawler.seeds.iter().filter_map(|s| s.trim().parse::<SocketAddr>().ok()).collect();
+    crawl.seed_dns = crawler.seed_dns.iter().map(|s| s.trim().to_string()).collect();
+    crawl.seed_from_store = Some(PathBuf::from(format!("{DATA_DIR}/{LISTENER_DATABASE_FILE}")));
+    crawl.min_revisit_secs = unsigned(Some(crawler.min_revisit_secs), crawl.min_revisit_secs);
+    crawl.max_revisit_secs = unsigned(Some(crawler.max_revisit_secs), crawl.max_revisit_secs);
+    crawl.allow_private_targets = crawler.allow_private_targets;
 }
 
 /// Violations of `spec.crawler` beyond the schema and CEL: seeds that are not `IP:PORT` with a
@@ -142,7 +120,7 @@ pub fn sidecar(fleet: &SensorFleet, image: String) -> Option<Container> {
         pull_policy: fleet.spec.image_pull_policy,
         args: vec!["crawl".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
         ports: vec![(METRICS_PORT_NAME, METRICS_PORT, "TCP", false)],
-        env: super::sensor_config::sidecar_env(METRICS_PORT, DATABASE_FILE),
+        env: sidecar_env(METRICS_PORT, DATABASE_FILE),
         mounts: vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)],
         resources: Some(crawler.resources.clone().unwrap_or_else(default_resources)),
         health_port: Some(METRICS_PORT_NAME),
@@ -154,6 +132,7 @@ pub fn sidecar(fleet: &SensorFleet, image: String) -> Option<Container> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sensor_toml::rendered_section;
 
     fn crawler(json: serde_json::Value) -> Crawler {
         serde_json::from_value(json).unwrap()
@@ -203,22 +182,26 @@ mod tests {
     fn the_section_holds_the_tuning_canonical_seeds_and_the_listener_store() {
         let c = crawler(serde_json::json!({"intervalSecs": 900, "seeds": [" [2001:db8:0::1]:16111"],
             "seedDns": ["seeder1.kaspad.net"], "allowPrivateTargets": true}));
-        let section = toml::Table::try_from(toml_section(&c)).unwrap();
+        let section = |c: &Crawler| {
+            let mut config = sensor_core::config::Config::default();
+            apply(c, &mut config.crawl);
+            rendered_section(&config, &crate::fleet::sensor_config::PLAN, "crawl").unwrap()
+        };
+        // The CRD's defaults (concurrency 64, timeout 5000 ms, revisits 300 s and 1 day) are
+        // written where they differ from the sensor's (concurrency 256).
         let expected: toml::Table = toml::toml! {
             interval_secs = 900
             concurrency = 64
-            timeout_ms = 5000
             seeds = ["[2001:db8::1]:16111"]
             seed_dns = ["seeder1.kaspad.net"]
             seed_from_store = "/var/lib/p2p-sensor/sensor.sqlite"
-            min_revisit_secs = 300
-            max_revisit_secs = 86400
             allow_private_targets = true
         };
-        assert_eq!(section, expected);
-        let plain = toml::Table::try_from(toml_section(&Crawler::default())).unwrap();
+        assert_eq!(section(&c), expected);
+        let plain = section(&Crawler::default());
         for absent in ["seeds", "seed_dns", "allow_private_targets"] {
             assert!(!plain.contains_key(absent), "{absent} is left to the sensor: {plain}");
         }
+        assert!(plain["interval_secs"].as_integer() > Some(0), "never the one-shot interval 0: {plain}");
     }
 }

@@ -12,10 +12,13 @@
 use k8s_openapi::api::core::v1::{
     ConfigMapProjection, KeyToPath, ProjectedVolumeSource, SecretProjection, Volume, VolumeProjection,
 };
-use serde::Serialize;
+use std::path::PathBuf;
 
-use super::sensor_config::DATA_DIR;
+use sensor_core::config::ExportConfig;
+
+use super::layout::DATA_DIR;
 use crate::crd::{ConfigMapKeyRef, Export, ExportSink, SecretKeyRef};
+use crate::sensor_toml::unsigned;
 use crate::validation::{is_config_key, is_dns_subdomain};
 
 /// Directory the export secrets are mounted at in the `sensor` container.
@@ -63,49 +66,26 @@ fn mounted(export: &Export) -> Vec<(&'static str, Source<'_>)> {
     files
 }
 
-/// `[export]` of `sensor.toml`. Unset tuning keys are left to the sensor's defaults.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ExportToml {
-    sink: &'static str,
-    endpoint: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_size: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    interval_ms: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_ms: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gzip: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bearer_token_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hmac_secret_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    password_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_ca_file: Option<String>,
-}
-
-/// The `[export]` section for `export`; `None` for sink `none`, which renders exactly like an
-/// absent `spec.export` (the sensor's default), so switching between the two restarts nothing.
-pub fn toml_section(export: &Export) -> Option<ExportToml> {
+/// `[export]` for `export`: the sink, its endpoint, the tuning keys the spec sets and the mounted
+/// secret files. Sink `none` changes nothing, so it renders exactly like an absent `spec.export`
+/// (the sensor's default) and switching between the two restarts nothing.
+pub fn apply(export: &Export, config: &mut ExportConfig) {
     if export.sink == ExportSink::None {
-        return None;
+        return;
     }
     let files = mounted(export);
-    let file = |name: &str| files.iter().any(|(f, _)| *f == name).then(|| format!("{EXPORT_DIR}/{name}"));
-    Some(ExportToml {
-        sink: export.sink.as_str(),
-        endpoint: export.endpoint.clone().unwrap_or_default(),
-        batch_size: export.batch_size,
-        interval_ms: export.interval_ms,
-        timeout_ms: export.timeout_ms,
-        gzip: export.gzip,
-        bearer_token_file: file(BEARER_TOKEN_FILE),
-        hmac_secret_file: file(HMAC_SECRET_FILE),
-        password_file: file(PASSWORD_FILE),
-        tls_ca_file: file(CA_FILE),
-    })
+    let file =
+        |name: &str| files.iter().any(|(f, _)| *f == name).then(|| PathBuf::from(format!("{EXPORT_DIR}/{name}")));
+    config.sink = export.sink.as_str().to_owned();
+    config.endpoint = export.endpoint.clone().unwrap_or_default();
+    config.batch_size = unsigned(export.batch_size, config.batch_size);
+    config.interval_ms = unsigned(export.interval_ms, config.interval_ms);
+    config.timeout_ms = unsigned(export.timeout_ms, config.timeout_ms);
+    config.gzip = export.gzip.unwrap_or(config.gzip);
+    config.bearer_token_file = file(BEARER_TOKEN_FILE);
+    config.hmac_secret_file = file(HMAC_SECRET_FILE);
+    config.password_file = file(PASSWORD_FILE);
+    config.tls_ca_file = file(CA_FILE);
 }
 
 /// The projected volume [`VOLUME`] with exactly the referenced keys (each under its file name,

@@ -1,6 +1,5 @@
 //! Exact `[export]` text per sink, the projected volume, and the checks beyond CEL.
 
-use serde::Serialize;
 use serde_json::json;
 
 use super::*;
@@ -11,11 +10,12 @@ fn export(spec: serde_json::Value) -> Export {
 
 /// `[export]` as it appears in `sensor.toml` (`None` for no section).
 fn text(export: &Export) -> Option<String> {
-    #[derive(Serialize)]
-    struct File {
-        export: ExportToml,
-    }
-    toml_section(export).map(|export| toml::to_string(&File { export }).unwrap())
+    let mut config = sensor_core::config::Config::default();
+    apply(export, &mut config.export);
+    let section = crate::sensor_toml::rendered_section(&config, &crate::fleet::sensor_config::PLAN, "export")?;
+    let mut file = toml::Table::new();
+    file.insert("export".into(), toml::Value::Table(section));
+    Some(toml::to_string(&file).unwrap())
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn ndjson_renders_the_path_and_only_the_keys_set() {
 fn http_renders_every_key_and_the_secret_files() {
     let http = export(json!({
         "sink": "http", "endpoint": "https://collector.example/events",
-        "batchSize": 500, "intervalMs": 1000, "timeoutMs": 10000, "gzip": false,
+        "batchSize": 250, "intervalMs": 2000, "timeoutMs": 5000, "gzip": false,
         "bearerTokenSecretRef": {"name": "export-creds", "key": "token"},
         "hmacSecretRef": {"name": "export-creds", "key": "hmac"},
         "caSecretRef": {"name": "export-ca", "key": "ca.crt"},
@@ -49,12 +49,12 @@ fn http_renders_every_key_and_the_secret_files() {
         "[export]
 sink = \"http\"
 endpoint = \"https://collector.example/events\"
-batch_size = 500
-interval_ms = 1000
-timeout_ms = 10000
-gzip = false
+batch_size = 250
+interval_ms = 2000
+timeout_ms = 5000
 bearer_token_file = \"/etc/sensor/export/bearer-token\"
 hmac_secret_file = \"/etc/sensor/export/hmac-secret\"
+gzip = false
 tls_ca_file = \"/etc/sensor/export/ca.crt\"
 "
     );

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod crawl;
 pub mod export;
+pub mod layout;
 pub mod punch;
 pub mod reconcile;
 pub mod sensor_config;

@@ -39,16 +39,18 @@
 //! reported since the operator started and `sensor.toml` is unchanged.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use multiaddr::{Multiaddr, Protocol};
-use serde::Serialize;
+use sensor_core::config::PunchConfig;
 
-use super::sensor_config::{CONFIG_DIR, CONFIG_FILE, DATA_DIR};
+use super::layout::{CONFIG_DIR, CONFIG_FILE, DATA_DIR, sidecar_env};
 use crate::crd::{HolePunch, RelayNode, SensorFleet};
 use crate::pod::{self, ContainerParams};
+use crate::sensor_toml::unsigned;
 
 /// Name of the sidecar container.
 pub const CONTAINER: &str = "punch";
@@ -198,33 +200,18 @@ fn ipv6_scope(ip: Ipv6Addr) -> Option<u8> {
     Some(u8::from(ip.is_unique_local()))
 }
 
-/// The `[punch]` section of `sensor.toml`.
-#[derive(Debug, Serialize)]
-pub struct PunchToml {
-    relay: String,
-    relay_node: String,
-    targets_file: String,
-    interval_secs: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attempts: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_secs: Option<i64>,
-    identity_file: String,
-}
-
 /// `[punch]` for `fleet` punching through `relay`. `listen` is left to the sensor's default
-/// (TCP and QUIC on port 0 of every interface), which suits pods and host networking alike.
-pub fn toml_section(fleet: &SensorFleet, relay: &PunchRelay) -> PunchToml {
+/// (TCP and QUIC on port 0 of every interface), which suits pods and host networking alike. The
+/// relay's multiaddr was checked when it was resolved ([`resolve_relay`]).
+pub fn apply(fleet: &SensorFleet, relay: &PunchRelay, punch: &mut PunchConfig) {
     let tuning = fleet.spec.hole_punch.clone().unwrap_or_default();
-    PunchToml {
-        relay: relay.multiaddr.clone(),
-        relay_node: relay.node.clone(),
-        targets_file: format!("{CONFIG_DIR}/{TARGETS_KEY}"),
-        interval_secs: tuning.interval_secs,
-        attempts: tuning.attempts,
-        timeout_secs: tuning.timeout_secs,
-        identity_file: format!("{DATA_DIR}/{IDENTITY_FILE}"),
-    }
+    punch.relay = relay.multiaddr.parse().ok();
+    punch.relay_node = relay.node.clone();
+    punch.targets_file = Some(PathBuf::from(format!("{CONFIG_DIR}/{TARGETS_KEY}")));
+    punch.interval_secs = unsigned(Some(tuning.interval_secs), punch.interval_secs);
+    punch.attempts = unsigned(tuning.attempts, punch.attempts);
+    punch.timeout_secs = unsigned(tuning.timeout_secs, punch.timeout_secs);
+    punch.identity_file = Some(PathBuf::from(format!("{DATA_DIR}/{IDENTITY_FILE}")));
 }
 
 /// The targets file: a comment naming the fleet, then one PeerId per line.
@@ -264,7 +251,7 @@ pub fn sidecar(fleet: &SensorFleet, image: String) -> Container {
         pull_policy: fleet.spec.image_pull_policy,
         args: vec!["punch".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")],
         ports: vec![(METRICS_PORT_NAME, METRICS_PORT, "TCP", false)],
-        env: super::sensor_config::sidecar_env(METRICS_PORT, DATABASE_FILE),
+        env: sidecar_env(METRICS_PORT, DATABASE_FILE),
         mounts: vec![("config", CONFIG_DIR, true), ("data", DATA_DIR, false)],
         resources: Some(resources.unwrap_or_else(default_resources)),
         health_port: Some(METRICS_PORT_NAME),

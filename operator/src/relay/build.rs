@@ -28,7 +28,7 @@ use crate::children::{self, Child, Children};
 use crate::context::BuildSettings;
 use crate::crd::{ExposureKind, RelayNode};
 use crate::error::BuildError;
-use crate::fleet::sensor_config::CONFIG_DIR;
+use crate::fleet::layout::CONFIG_DIR;
 use crate::labels::{self, CONFIG_HASH_ANNOTATION, ChildMeta, RELAY_LABEL};
 use crate::pod::{self, ContainerParams};
 

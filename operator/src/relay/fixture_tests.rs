@@ -5,7 +5,7 @@
 //! built (keys `serviceAccount`, `configMap`, `deployment`, `exposureService`) with the version
 //! label and the spec-hash annotations replaced by `<version>` / `<hash>` (checked separately),
 //! so a release does not rewrite every fixture. `status-<case>.yaml` gives a relay (with its old
-//! status), what was observed and the expected status. `BLESS_FIXTURES=1` rewrites the
+//! status), what was observed and the expected status. `UPDATE_FIXTURES=1` rewrites the
 //! `*.expected.yaml` files from the builder's output (review the diff!).
 
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ fn builders_match_fixtures() {
         let secret = identity::secret_name(&relay).unwrap();
         let actual = children_value(&build(&relay, &settings(), &secret).unwrap(), &at);
         let expected_path = PathBuf::from(at.replace(".input.yaml", ".expected.yaml"));
-        if std::env::var_os("BLESS_FIXTURES").is_some() {
+        if std::env::var_os("UPDATE_FIXTURES").is_some() {
             std::fs::write(&expected_path, serde_norway::to_string(&actual).unwrap()).unwrap();
             continue;
         }

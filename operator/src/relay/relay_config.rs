@@ -1,18 +1,22 @@
 //! Renders a relay's `relay.toml` (the configuration of `sensor relay`, mounted from a
 //! ConfigMap).
 //!
-//! Only the limits the spec sets are written; the relay's (rust-libp2p's) defaults fill the rest.
-//! The report section uses the same keys as the fleet's `sensor.toml`. Per-pod values (report
+//! Rendered from the sensor's own schema ([`Config`], see [`crate::sensor_toml`]): only the
+//! limits the spec sets are written, where they differ from the relay's (rust-libp2p's) defaults,
+//! which fill the rest. The report section uses the same keys as the fleet's `sensor.toml`. Per-pod values (report
 //! sender, sensor id) come from `SENSOR_*` environment variables.
 
+use std::{net::SocketAddr, path::PathBuf};
+
+use sensor_core::config::Config;
 use sensor_report::OWNER_RELAY_NODE;
-use serde::Serialize;
 
 use super::identity::{IDENTITY_DIR, IDENTITY_KEY};
 use crate::crd::RelayNode;
+use crate::sensor_toml::{KeyPlan, render as render_toml, unsigned};
 
 /// File name of the rendered configuration in the ConfigMap (mounted in
-/// [`crate::fleet::sensor_config::CONFIG_DIR`]).
+/// [`crate::fleet::layout::CONFIG_DIR`]).
 pub const CONFIG_FILE: &str = "relay.toml";
 /// Port of the relay's `/metrics`, `/healthz`, `/readyz`. Not the listener's 9102: a
 /// host-network relay and host-network sensors on one node would both claim that host port, and
@@ -20,64 +24,94 @@ pub const CONFIG_FILE: &str = "relay.toml";
 /// found (sensor/tests/cluster_pods.rs).
 pub const METRICS_PORT: i32 = 9105;
 
-#[derive(Serialize)]
-struct RelayToml<'a> {
-    relay: RelaySection,
-    metrics: MetricsSection,
-    report: ReportSection<'a>,
-}
+/// Every key of `sensor.toml`, as a relay's renderer treats it (checked against the sensor's
+/// schema by this module's tests).
+pub const PLAN: KeyPlan = KeyPlan {
+    always: &[
+        "relay.listen_tcp",
+        "relay.identity_file",
+        "metrics.listen",
+        "report.endpoint",
+        "report.interval_ms",
+        "report.owner_namespace",
+        "report.owner_kind",
+        "report.owner_name",
+    ],
+    from_spec: &[
+        "relay.listen_quic",
+        "relay.listen_tcp_alternate",
+        "relay.listen_quic_alternate",
+        "relay.max_reservations",
+        "relay.max_reservations_per_peer",
+        "relay.max_circuits",
+        "relay.max_circuits_per_peer",
+        "relay.max_circuit_duration_secs",
+        "relay.max_circuit_bytes",
+        "relay.reservation_rate_per_peer",
+        "relay.reservation_rate_per_ip",
+        "relay.circuit_rate_per_peer",
+        "relay.circuit_rate_per_ip",
+    ],
+    never: &[
+        ("relay.external_addresses", "per pod: SENSOR_RELAY_EXTERNAL_ADDRESSES from the node or Service address"),
+        ("relay.allow_private_targets", "no spec field: the relay's default holds"),
+        ("sensor_id", "per pod: SENSOR_SENSOR_ID is the pod name"),
+        ("report.sender", "per pod: SENSOR_REPORT_SENDER is the pod name"),
+        ("report.timeout_ms", "no spec field: the default holds"),
+        ("network", "a relay joins no Kaspa network"),
+        ("data_dir", "the relay keeps nothing but its identity, which is mounted"),
+        ("listen.*", "the Kaspa listener does not run in a relay pod"),
+        ("classify.*", "the Kaspa listener does not run in a relay pod"),
+        ("storage.*", "the relay stores nothing"),
+        ("punch.*", "a fleet's file (crate::fleet::sensor_config), not a relay's"),
+        ("crawl.*", "a fleet's file (crate::fleet::sensor_config), not a relay's"),
+        ("export.*", "the relay stores no events to export"),
+    ],
+};
 
-#[derive(Serialize)]
-struct RelaySection {
-    listen_tcp: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen_quic: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen_tcp_alternate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen_quic_alternate: Option<String>,
-    identity_file: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_reservations: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_reservations_per_peer: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_circuits: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_circuits_per_peer: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_circuit_duration_secs: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_circuit_bytes: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reservation_rate_per_peer: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reservation_rate_per_ip: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    circuit_rate_per_peer: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    circuit_rate_per_ip: Option<i32>,
-}
-
-#[derive(Serialize)]
-struct MetricsSection {
-    listen: String,
-}
-
-#[derive(Serialize)]
-struct ReportSection<'a> {
-    endpoint: &'a str,
-    interval_ms: u64,
-    owner_namespace: &'a str,
-    owner_kind: &'a str,
-    owner_name: &'a str,
-}
-
-/// `relay.toml` for relay `namespace/name`, reporting to `collector_endpoint` every
+/// The configuration of relay `namespace/name`, reporting to `collector_endpoint` every
 /// `report_interval_ms`. TCP listens on `spec.ports.tcp`, QUIC v1 (UDP) on `spec.ports.quic`
 /// when set, both on every address, and each on its alternate port when
 /// `spec.ports.tcpAlternate` / `quicAlternate` is set (a NodePort relay never has them: the
 /// validate step rejects them); the key is read from the identity Secret's mount.
+pub fn config(
+    relay: &RelayNode,
+    namespace: &str,
+    name: &str,
+    collector_endpoint: &str,
+    report_interval_ms: u64,
+) -> Config {
+    let spec = &relay.spec;
+    let limits = &spec.limits;
+    let any = |port: i32| SocketAddr::from(([0, 0, 0, 0], unsigned(Some(port), 0)));
+    let mut config = Config::default();
+    let r = &mut config.relay;
+    r.listen_tcp = Some(any(spec.ports.tcp));
+    r.listen_quic = spec.ports.quic.map(any);
+    r.listen_tcp_alternate = spec.ports.tcp_alternate.map(any);
+    r.listen_quic_alternate = spec.ports.quic_alternate.map(any);
+    r.identity_file = Some(PathBuf::from(format!("{IDENTITY_DIR}/{IDENTITY_KEY}")));
+    r.max_reservations = unsigned(limits.max_reservations, r.max_reservations);
+    r.max_reservations_per_peer = unsigned(limits.max_reservations_per_peer, r.max_reservations_per_peer);
+    r.max_circuits = unsigned(limits.max_circuits, r.max_circuits);
+    r.max_circuits_per_peer = unsigned(limits.max_circuits_per_peer, r.max_circuits_per_peer);
+    r.max_circuit_duration_secs = unsigned(limits.max_circuit_duration_secs, r.max_circuit_duration_secs);
+    r.max_circuit_bytes = unsigned(limits.max_circuit_bytes, r.max_circuit_bytes);
+    r.reservation_rate_per_peer = unsigned(limits.reservation_rate_per_peer, r.reservation_rate_per_peer);
+    r.reservation_rate_per_ip = unsigned(limits.reservation_rate_per_ip, r.reservation_rate_per_ip);
+    r.circuit_rate_per_peer = unsigned(limits.circuit_rate_per_peer, r.circuit_rate_per_peer);
+    r.circuit_rate_per_ip = unsigned(limits.circuit_rate_per_ip, r.circuit_rate_per_ip);
+    config.metrics.listen = any(METRICS_PORT);
+    let report = &mut config.report;
+    report.endpoint = collector_endpoint.to_owned();
+    report.interval_ms = report_interval_ms;
+    report.owner_namespace = namespace.to_owned();
+    report.owner_kind = OWNER_RELAY_NODE.to_owned();
+    report.owner_name = name.to_owned();
+    config
+}
+
+/// `relay.toml` for relay `namespace/name`: [`config`] written with the keys of [`PLAN`].
 pub fn render(
     relay: &RelayNode,
     namespace: &str,
@@ -85,37 +119,12 @@ pub fn render(
     collector_endpoint: &str,
     report_interval_ms: u64,
 ) -> String {
-    let spec = &relay.spec;
-    let limits = &spec.limits;
-    let config = RelayToml {
-        relay: RelaySection {
-            listen_tcp: format!("0.0.0.0:{}", spec.ports.tcp),
-            listen_quic: spec.ports.quic.map(|port| format!("0.0.0.0:{port}")),
-            listen_tcp_alternate: spec.ports.tcp_alternate.map(|port| format!("0.0.0.0:{port}")),
-            listen_quic_alternate: spec.ports.quic_alternate.map(|port| format!("0.0.0.0:{port}")),
-            identity_file: format!("{IDENTITY_DIR}/{IDENTITY_KEY}"),
-            max_reservations: limits.max_reservations,
-            max_reservations_per_peer: limits.max_reservations_per_peer,
-            max_circuits: limits.max_circuits,
-            max_circuits_per_peer: limits.max_circuits_per_peer,
-            max_circuit_duration_secs: limits.max_circuit_duration_secs,
-            max_circuit_bytes: limits.max_circuit_bytes,
-            reservation_rate_per_peer: limits.reservation_rate_per_peer,
-            reservation_rate_per_ip: limits.reservation_rate_per_ip,
-            circuit_rate_per_peer: limits.circuit_rate_per_peer,
-            circuit_rate_per_ip: limits.circuit_rate_per_ip,
-        },
-        metrics: MetricsSection { listen: format!("0.0.0.0:{METRICS_PORT}") },
-        report: ReportSection {
-            endpoint: collector_endpoint,
-            interval_ms: report_interval_ms,
-            owner_namespace: namespace,
-            owner_kind: OWNER_RELAY_NODE,
-            owner_name: name,
-        },
-    };
-    let body = toml::to_string(&config).unwrap_or_default();
-    format!("# Rendered by p2p-sensor-operator from RelayNode {namespace}/{name}; edits are overwritten.\n{body}")
+    let config = config(relay, namespace, name, collector_endpoint, report_interval_ms);
+    render_toml(
+        &config,
+        &PLAN,
+        &format!("Rendered by p2p-sensor-operator from RelayNode {namespace}/{name}; edits are overwritten."),
+    )
 }
 
 #[cfg(test)]
@@ -231,5 +240,36 @@ mod tests {
         let r = t["relay"].as_table().unwrap();
         assert_eq!(r["listen_tcp_alternate"].as_str(), Some("0.0.0.0:4101"));
         assert!(!r.contains_key("listen_quic_alternate"), "{r:?}");
+    }
+
+    #[test]
+    fn every_sensor_key_is_rendered_or_deliberately_not() {
+        let (unclassified, stale) = PLAN.gaps();
+        assert!(unclassified.is_empty(), "keys a relay neither renders nor lists as never: {unclassified:?}");
+        assert!(stale.is_empty(), "plan entries that name no sensor key: {stale:?}");
+    }
+
+    #[test]
+    fn the_file_loads_back_into_the_config_it_was_rendered_from() {
+        let full = relay(serde_json::json!({
+            "ports": {"tcp": 4100, "quic": 4200, "tcpAlternate": 4101, "quicAlternate": 4201},
+            "limits": {"maxReservations": 64, "maxReservationsPerPeer": 2, "maxCircuits": 8, "maxCircuitsPerPeer": 2,
+                "maxCircuitDurationSecs": 60, "maxCircuitBytes": 65536, "reservationRatePerPeer": 10,
+                "reservationRatePerIp": 20, "circuitRatePerPeer": 10, "circuitRatePerIp": 20},
+        }));
+        let mut seen = std::collections::BTreeSet::new();
+        for relay in [full, relay(serde_json::json!({}))] {
+            let text = render(&relay, "lab", "edge", "http://collector:9000", 5000);
+            let built = config(&relay, "lab", "edge", "http://collector:9000", 5000);
+            let loaded = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(loaded, built, "{text}");
+            loaded.validate().unwrap_or_else(|e| panic!("the relay refuses what the operator renders: {e}\n{text}"));
+            for (name, section) in parse(&text) {
+                seen.extend(section.as_table().unwrap().keys().map(|k| format!("{name}.{k}")));
+            }
+        }
+        let declared: std::collections::BTreeSet<String> =
+            PLAN.always.iter().chain(PLAN.from_spec).map(|k| k.to_string()).collect();
+        assert_eq!(seen, declared, "keys written across full specs = keys the plan declares");
     }
 }

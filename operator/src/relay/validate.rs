@@ -40,12 +40,7 @@ fn check_external_address(address: &str) -> Result<(), &'static str> {
     use multiaddr::{Multiaddr, Protocol};
     let parsed: Multiaddr = address.parse().map_err(|_| "is not a multiaddr")?;
     let protocols: Vec<Protocol<'_>> = parsed.iter().collect();
-    let host = matches!(
-        protocols.first(),
-        Some(Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
-    );
-    let transport = matches!(protocols.get(1..), Some([Protocol::Tcp(_)] | [Protocol::Udp(_), Protocol::QuicV1]));
-    if host && transport {
+    if sensor_core::config::is_direct_transport(&protocols) {
         Ok(())
     } else {
         Err("must be /ip4|ip6|dns*/HOST/tcp/PORT or /ip4|ip6|dns*/HOST/udp/PORT/quic-v1")
