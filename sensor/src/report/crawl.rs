@@ -7,7 +7,7 @@ use sensor_report::{
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use super::summary::{Origin, agent, truncate};
+use super::summary::{Origin, truncate};
 use crate::store::crawl_status::CrawlStoreSummary;
 
 /// Builds report number `sequence` of a crawler from its stored crawls, read at
@@ -45,20 +45,7 @@ pub fn build_crawl_report(
             })
             .collect();
     }
-    Report {
-        owner: Some(origin.owner.clone()),
-        sender: origin.sender.clone(),
-        sensor_id: origin.sensor_id.clone(),
-        network: origin.network.short_name().to_owned(),
-        started_at_unix_ms: origin.started_at_unix_ms,
-        sequence,
-        generated_at_unix_ms,
-        peers: None,
-        relay: None,
-        hole_punch: None,
-        crawl: Some(crawl),
-        agent: agent(),
-    }
+    Report { crawl: Some(crawl), ..origin.envelope(sequence, generated_at_unix_ms) }
 }
 
 #[cfg(test)]

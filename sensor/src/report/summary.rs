@@ -42,6 +42,26 @@ impl Origin {
             started_at_unix_ms,
         }
     }
+
+    /// Report number `sequence`, generated at `generated_at_unix_ms` (Unix ms), with this origin's
+    /// owner, sender, sensor id, network (short name) and start, the agent, and no summary: the
+    /// one envelope every builder fills in.
+    pub fn envelope(&self, sequence: u64, generated_at_unix_ms: i64) -> Report {
+        Report {
+            owner: Some(self.owner.clone()),
+            sender: self.sender.clone(),
+            sensor_id: self.sensor_id.clone(),
+            network: self.network.short_name().to_owned(),
+            started_at_unix_ms: self.started_at_unix_ms,
+            sequence,
+            generated_at_unix_ms,
+            peers: None,
+            relay: None,
+            hole_punch: None,
+            agent: agent(),
+            crawl: None,
+        }
+    }
 }
 
 /// Builds report number `sequence` of a relay (`sensor relay`) from its in-memory `relay` state.
@@ -57,22 +77,13 @@ pub fn build_relay_report(origin: &Origin, sequence: u64, generated_at_unix_ms: 
         }
     }
     Report {
-        owner: Some(origin.owner.clone()),
-        sender: origin.sender.clone(),
-        sensor_id: origin.sensor_id.clone(),
         network: String::new(),
-        started_at_unix_ms: origin.started_at_unix_ms,
-        sequence,
-        generated_at_unix_ms,
-        peers: None,
         relay: Some(RelaySummary {
             peer_id: truncate(&relay.peer_id, MAX_STRING_BYTES).to_owned(),
             listen_addrs,
             ..relay
         }),
-        hole_punch: None,
-        agent: agent(),
-        crawl: None,
+        ..origin.envelope(sequence, generated_at_unix_ms)
     }
 }
 
@@ -131,15 +142,7 @@ pub fn build_punch_report(
         *bucket = bucket.saturating_add(*n);
     }
     Report {
-        owner: Some(origin.owner.clone()),
-        sender: origin.sender.clone(),
-        sensor_id: origin.sensor_id.clone(),
         network: String::new(),
-        started_at_unix_ms: origin.started_at_unix_ms,
-        sequence,
-        generated_at_unix_ms,
-        peers: None,
-        relay: None,
         hole_punch: Some(HolePunchSummary {
             attempts,
             successes,
@@ -153,8 +156,7 @@ pub fn build_punch_report(
             kaspa_handshakes: summary.kaspa_handshakes,
             kaspa_handshake_failures: summary.kaspa_handshake_failures,
         }),
-        agent: agent(),
-        crawl: None,
+        ..origin.envelope(sequence, generated_at_unix_ms)
     }
 }
 
@@ -220,20 +222,7 @@ pub fn build_report(origin: &Origin, sequence: u64, generated_at_unix_ms: i64, s
         peer_id_sketch: if inserted == 0 { Vec::new() } else { sketch.to_bytes() },
         distinct_peers: p.total,
     };
-    let report = Report {
-        owner: Some(origin.owner.clone()),
-        sender: origin.sender.clone(),
-        sensor_id: origin.sensor_id.clone(),
-        network: origin.network.short_name().to_owned(),
-        started_at_unix_ms: origin.started_at_unix_ms,
-        sequence,
-        generated_at_unix_ms,
-        peers: Some(peers),
-        relay: None,
-        hole_punch: None,
-        agent: agent(),
-        crawl: None,
-    };
+    let report = Report { peers: Some(peers), ..origin.envelope(sequence, generated_at_unix_ms) };
     BuiltReport { report, skipped_peer_ids: skipped }
 }
 
