@@ -38,9 +38,14 @@ pub enum SensorError {
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 
-    /// The Kaspa P2P library reported an error we cannot recover from at start-up.
+    /// A raw Kaspa P2P connection failed (connect, stream, handshake, Reject), by step.
     #[error("kaspa p2p: {0}")]
-    P2p(String),
+    Wire(#[from] crate::kaspa::wire::WireError),
+
+    /// Kaspa over a libp2p stream (`/p2psensor/kaspa/1`) failed at `step`: the peer does not
+    /// serve the protocol, its bridge is busy, the node rejected us, a timeout.
+    #[error("kaspa p2p: {protocol} with {peer}: {step}: {detail}")]
+    KaspaStream { protocol: &'static str, peer: String, step: String, detail: String },
 }
 
 impl SensorError {
@@ -54,7 +59,7 @@ impl SensorError {
             Self::Storage(_) => "storage",
             Self::StorageUnavailable(_) => "storage_unavailable",
             Self::Io { .. } => "io",
-            Self::P2p(_) => "p2p",
+            Self::Wire(_) | Self::KaspaStream { .. } => "p2p",
         }
     }
 

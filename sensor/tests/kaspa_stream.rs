@@ -272,7 +272,7 @@ async fn closed_kaspa_port_behind_the_bridge_is_a_clear_error_and_counted() {
             .await
             .expect_err("no Kaspa node behind the bridge");
     eprintln!("closed port: {err}");
-    assert!(matches!(err, SensorError::P2p(_)), "{err:?}");
+    assert!(matches!(err, SensorError::KaspaStream { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(&responder.peer.to_string()) && text.contains(PROTOCOL.as_ref()), "{text}");
     assert!(text.contains("opening the Kaspa stream"), "{text}");

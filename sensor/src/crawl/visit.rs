@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::kaspa::{
     flows::keep_alive_reply,
     version::{LocalVersion, read_peer_version},
-    wire::WireConnection,
+    wire::{WireConnection, WireError},
 };
 use sensor_core::crawl::{PeerFacts, VisitError, VisitResult, classify};
 use sensor_core::network::Network;
@@ -79,12 +79,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Error texts without the crate error's "kaspa p2p: " prefix.
-fn text(e: crate::SensorError) -> String {
-    match e {
-        crate::SensorError::P2p(t) => t,
-        other => other.to_string(),
-    }
+/// A wire error's text: what [`classify`] reads and the visit stores.
+fn text(e: WireError) -> String {
+    e.to_string()
 }
 
 async fn run(

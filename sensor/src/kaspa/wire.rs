@@ -25,7 +25,41 @@ use tokio::{
 use tokio_stream_shim::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::error::{Result, SensorError};
+/// What failed on a [`WireConnection`], by step. The texts (`connect: …`, `rejected: REASON`,
+/// `handshake: timed out`, …) are what the crawler classifies (`sensor_core::crawl::classify`)
+/// and stores as a visit's error; a caller that needs to act matches the variant instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The endpoint URI is unusable.
+    #[error("endpoint: {0}")]
+    Endpoint(String),
+    /// The TCP or HTTP/2 connection failed: the error and its sources.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// Connecting and opening the stream did not finish within the timeout.
+    #[error("connect: timed out")]
+    ConnectTimeout,
+    /// The `MessageStream` call failed (a gRPC status).
+    #[error("message stream: {0}")]
+    MessageStream(String),
+    /// A message was sent after the stream had closed.
+    #[error("send: stream closed")]
+    SendClosed,
+    /// Receiving failed (a gRPC status: reset, undecodable or oversized message).
+    #[error("receive: {0}")]
+    Receive(String),
+    /// The peer sent `Reject` with this reason (kaspa-p2p-lib's `ProtocolError` text).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Version/Verack/Ready went wrong otherwise: an unexpected message, the stream closed.
+    #[error("handshake: {0}")]
+    Handshake(String),
+    /// Version/Verack/Ready did not finish within the timeout.
+    #[error("handshake: timed out")]
+    HandshakeTimeout,
+}
+
+type Result<T, E = WireError> = std::result::Result<T, E>;
 
 /// Small local adapter so we do not need tokio-stream: an mpsc receiver as a `Stream`.
 mod tokio_stream_shim {
@@ -50,14 +84,10 @@ pub struct WireConnection {
     incoming: tonic::Streaming<KaspadMessage>,
 }
 
-fn p2p_err(what: &str, e: impl std::fmt::Display) -> SensorError {
-    SensorError::P2p(format!("{what}: {e}"))
-}
-
 impl WireConnection {
     /// Opens `/protowire.P2P/MessageStream` to `target`, from `local_ip` when given.
     ///
-    /// Errors: [`SensorError::P2p`] on connect failure or when the stream cannot be opened
+    /// Errors: [`WireError`] on connect failure or when the stream cannot be opened
     /// within `timeout`.
     pub async fn connect(target: SocketAddr, local_ip: Option<IpAddr>, timeout: Duration) -> Result<Self> {
         let endpoint = endpoint(format!("http://{target}"), timeout)?.local_address(local_ip);
@@ -68,7 +98,7 @@ impl WireConnection {
     /// to a Kaspa node's P2P port (directly or through a bridge that pipes bytes to one). The
     /// HTTP/2 connection lives on `io` only: when it fails it is not re-dialled.
     ///
-    /// Errors: [`SensorError::P2p`] when the HTTP/2 connection or the stream cannot be opened on
+    /// Errors: [`WireError`] when the HTTP/2 connection or the stream cannot be opened on
     /// `io` within `timeout` (e.g. the other end closed `io`).
     pub async fn connect_over<IO>(io: IO, timeout: Duration) -> Result<Self>
     where
@@ -86,23 +116,23 @@ impl WireConnection {
         timeout: Duration,
     ) -> Result<Self> {
         let open = async {
-            let channel = channel.await.map_err(|e| p2p_err("connect", error_chain(&e)))?;
+            let channel = channel.await.map_err(|e| WireError::Connect(error_chain(&e)))?;
             let mut client = P2pClient::new(channel).max_decoding_message_size(1 << 20);
             let (outgoing, rx) = mpsc::channel(64);
             let incoming = client
                 .message_stream(ReceiverStream(rx))
                 .await
-                .map_err(|e| p2p_err("message stream", status_text(&e)))?
+                .map_err(|e| WireError::MessageStream(status_text(&e)))?
                 .into_inner();
             Ok(Self { outgoing, incoming })
         };
-        tokio::time::timeout(timeout, open).await.map_err(|_| p2p_err("connect", "timed out"))?
+        tokio::time::timeout(timeout, open).await.map_err(|_| WireError::ConnectTimeout)?
     }
 
     /// Sends one message. Errors when the stream is closed.
     pub async fn send(&self, payload: Payload) -> Result<()> {
         let msg = KaspadMessage { payload: Some(payload), request_id: 0, response_id: 0 };
-        self.outgoing.send(msg).await.map_err(|_| p2p_err("send", "stream closed"))
+        self.outgoing.send(msg).await.map_err(|_| WireError::SendClosed)
     }
 
     /// The next message's payload; `None` when the peer closed the stream.
@@ -110,7 +140,7 @@ impl WireConnection {
         match self.incoming.message().await {
             Ok(Some(m)) => Ok(m.payload),
             Ok(None) => Ok(None),
-            Err(status) => Err(p2p_err("receive", status_text(&status))),
+            Err(status) => Err(WireError::Receive(status_text(&status))),
         }
     }
 
@@ -127,21 +157,21 @@ impl WireConnection {
                         self.send(Payload::Verack(VerackMessage {})).await?;
                     }
                     Some(Payload::Verack(_)) => verack = true,
-                    Some(Payload::Reject(r)) => return Err(p2p_err("rejected", r.reason)),
-                    Some(other) => return Err(p2p_err("handshake", format!("unexpected {:?}", message_name(&other)))),
-                    None => return Err(p2p_err("handshake", "stream closed")),
+                    Some(Payload::Reject(r)) => return Err(WireError::Rejected(r.reason)),
+                    Some(other) => return Err(WireError::Handshake(format!("unexpected {:?}", message_name(&other)))),
+                    None => return Err(WireError::Handshake("stream closed".into())),
                 }
             }
             self.send(Payload::Ready(ReadyMessage {})).await?;
             match self.recv().await? {
                 Some(Payload::Ready(_)) => {}
-                Some(Payload::Reject(r)) => return Err(p2p_err("rejected", r.reason)),
-                Some(other) => return Err(p2p_err("handshake", format!("unexpected {:?}", message_name(&other)))),
-                None => return Err(p2p_err("handshake", "stream closed")),
+                Some(Payload::Reject(r)) => return Err(WireError::Rejected(r.reason)),
+                Some(other) => return Err(WireError::Handshake(format!("unexpected {:?}", message_name(&other)))),
+                None => return Err(WireError::Handshake("stream closed".into())),
             }
             Ok(theirs.expect("loop exits only with a Version"))
         };
-        tokio::time::timeout(timeout, run).await.map_err(|_| p2p_err("handshake", "timed out"))?
+        tokio::time::timeout(timeout, run).await.map_err(|_| WireError::HandshakeTimeout)?
     }
 
     /// Closes politely: ends our request stream — tonic first sends everything still queued,
@@ -172,7 +202,7 @@ fn message_name(p: &Payload) -> kaspa_p2p_lib::KaspadMessagePayloadType {
 
 /// A tonic endpoint for `uri` with our connect timeout.
 fn endpoint(uri: String, timeout: Duration) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(uri).map_err(|e| p2p_err("endpoint", e))?.connect_timeout(timeout))
+    Ok(Endpoint::from_shared(uri).map_err(|e| WireError::Endpoint(e.to_string()))?.connect_timeout(timeout))
 }
 
 /// `e` and its sources, `: `-separated (tonic's own texts, e.g. "transport error", say little).

@@ -15,7 +15,7 @@
 //!   [`WireConnection::connect_over`], then Version/Verack/Ready, then closes politely.
 //!
 //! Units: durations are [`Duration`]s; [`KaspaOverLibp2p::elapsed_ms`] is milliseconds.
-//! Errors: [`SensorError::P2p`] for everything (open, connect, handshake, timeouts), its text
+//! Errors: [`SensorError::KaspaStream`] for everything (open, connect, handshake, timeouts), its text
 //! naming the libp2p peer and the step that failed. A bridge that cannot reach its Kaspa node
 //! closes the stream: the initiator sees the stream closed before the Kaspa handshake.
 
@@ -45,11 +45,16 @@ use uuid::Uuid;
 
 use crate::{
     error::{Result, SensorError},
-    kaspa::{version::read_peer_version, wire::WireConnection},
+    kaspa::{
+        version::read_peer_version,
+        wire::{WireConnection, WireError},
+    },
 };
 
 /// The libp2p protocol of a stream that carries Kaspa P2P (gRPC over h2c) unchanged.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2psensor/kaspa/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
+/// [`PROTOCOL`]'s name, for error messages.
+const PROTOCOL_NAME: &str = "/p2psensor/kaspa/1";
 
 /// How long [`handshake`] waits, after the handshake, for the peer to end its side.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -128,9 +133,14 @@ impl BridgeStats {
 
 /// Registers [`PROTOCOL`] for incoming streams on `control` (the swarm then offers it to peers).
 ///
-/// Errors: [`SensorError::P2p`] when it is already registered on this behaviour.
+/// Errors: [`SensorError::KaspaStream`] when it is already registered on this behaviour.
 pub fn accept(control: &mut Control) -> Result<IncomingStreams> {
-    control.accept(PROTOCOL).map_err(|e| SensorError::P2p(format!("accepting {PROTOCOL}: {e}")))
+    control.accept(PROTOCOL).map_err(|e| SensorError::KaspaStream {
+        protocol: PROTOCOL_NAME,
+        peer: "any peer".into(),
+        step: "accepting inbound streams".into(),
+        detail: e.to_string(),
+    })
 }
 
 /// Pipes every stream of `incoming` to `config.target` until `incoming` ends (its behaviour is
@@ -298,7 +308,7 @@ pub struct KaspaOverLibp2p {
 /// `timeout` bounds everything up to the node's `Ready`; the polite close adds at most
 /// [`CLOSE_TIMEOUT`].
 ///
-/// Errors: [`SensorError::P2p`]: the peer does not support [`PROTOCOL`] or cannot be reached;
+/// Errors: [`SensorError::KaspaStream`]: the peer does not support [`PROTOCOL`] or cannot be reached;
 /// the stream closed before or during the handshake (e.g. its bridge is busy or cannot reach
 /// its Kaspa node); the node rejected us or sent a malformed `Version`; `timeout` elapsed.
 pub async fn handshake(
@@ -308,7 +318,12 @@ pub async fn handshake(
     timeout: Duration,
 ) -> Result<KaspaOverLibp2p> {
     let start = Instant::now();
-    let fail = |step: &str, e: &dyn std::fmt::Display| SensorError::P2p(format!("{PROTOCOL} with {peer}: {step}: {e}"));
+    let fail = |step: &str, e: &dyn std::fmt::Display| SensorError::KaspaStream {
+        protocol: PROTOCOL_NAME,
+        peer: peer.to_string(),
+        step: step.to_owned(),
+        detail: e.to_string(),
+    };
     let stream = match tokio::time::timeout(timeout, control.open_stream(peer, PROTOCOL)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
@@ -337,12 +352,10 @@ pub async fn handshake(
     })
 }
 
-/// The text of a [`SensorError::P2p`] without its `kaspa p2p: ` prefix (it gets a new one).
-fn inner(e: SensorError) -> String {
-    match e {
-        SensorError::P2p(text) => text,
-        other => other.to_string(),
-    }
+/// A wire error's text, without the `kaspa p2p: ` prefix of [`SensorError::Wire`] (the stream
+/// error gets its own).
+fn inner(e: WireError) -> String {
+    e.to_string()
 }
 
 #[cfg(test)]
