@@ -39,6 +39,10 @@ cargo fmt --all -- --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Modules inside each crate import one way (sensor-core at the bottom; README "Layout").
+log "import cycles: scripts/check-import-cycles.py"
+python3 scripts/check-import-cycles.py core/src sensor/src operator/src report/src testkit/src
+
 # The Helm chart (lint and render by Helm's engine, kubernetes-validate), examples/ against the
 # generated CRDs (schema and CEL rules), crds/ = the chart's crds/ byte for byte. The self-test
 # first shows that each check rejects broken input.
