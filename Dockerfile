@@ -44,6 +44,8 @@ COPY vendor ./vendor
 COPY report ./report
 COPY sensor ./sensor
 COPY operator ./operator
+# A workspace member (test support only, never built into an image); cargo needs its manifest.
+COPY testkit ./testkit
 
 FROM builder AS build-sensor
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

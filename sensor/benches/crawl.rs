@@ -4,7 +4,7 @@
 //! cargo bench -p sensor --bench crawl -- [NODES] [DELAY_MS]   # defaults 1000, 0
 //! ```
 //!
-//! Builds a NODES-node synthetic network in this process ([`sensor::crawl::lab`]: kaspa-p2p-lib
+//! Builds a NODES-node synthetic network in this process ([`sensor_testkit::lab`]: kaspa-p2p-lib
 //! peers on 127.76.x.y, out-degree 8, every 10th node listed but not listening), then runs the
 //! real `sensor crawl` binary against it from node 0 and prints: nodes visited and found vs the
 //! graph, wall time, nodes visited per second, the crawler's peak RSS and its CPU share
@@ -21,8 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor::crawl::lab::{Lab, LabSpec};
 use sensor_core::network::Network;
+use sensor_testkit::lab::{Lab, LabSpec};
 
 fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

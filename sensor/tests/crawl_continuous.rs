@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor::crawl::lab::{Lab, LabSpec};
 use sensor_core::network::Network;
+use sensor_testkit::lab::{Lab, LabSpec};
 use support::{
     collector::TestCollector,
     sensor_process::{SensorProcess, Spawn, metric},

@@ -1,5 +1,5 @@
 //! `sensor crawl` (the real binary) against a synthetic network of kaspa-p2p-lib peers
-//! ([`sensor::crawl::lab`], 127.77–79.x.y, one block per test as they run at once): the crawl must
+//! ([`sensor_testkit::lab`], 127.77–79.x.y, one block per test as they run at once): the crawl must
 //! find exactly the nodes reachable from the seed in the generated graph, classify the dead ones
 //! `refused`, the one on another network `wrong_network`, the one that rejects our version
 //! `protocol_version_rejected` and the one with an oversized reply `oversized_addresses`, report
@@ -13,11 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor::{
-    crawl::lab::{Lab, LabSpec, graph},
-    store::query::Reader,
-};
+use sensor::store::query::Reader;
 use sensor_core::network::Network;
+use sensor_testkit::lab::{Lab, LabSpec, graph};
 
 /// Bound of one `sensor crawl` run.
 const RUN_LIMIT: Duration = Duration::from_secs(40);

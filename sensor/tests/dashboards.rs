@@ -474,7 +474,7 @@ impl kaspa_p2p_lib::ConnectionInitializer for LabPeer {
 /// the committed file) that the example plots in `docs/examples/plots/` come from; nothing here is invented but the lab's
 /// inputs (the graph, the peers' source addresses and user agents). It runs the real binary:
 ///
-/// 1. an in-process synthetic Kaspa network ([`sensor::crawl::lab`]: 150 kaspa-p2p-lib nodes on
+/// 1. an in-process synthetic Kaspa network ([`sensor_testkit::lab`]: 150 kaspa-p2p-lib nodes on
 ///    127.78.0.x, some listed but not listening, two on the wrong network, one oversized gossiper,
 ///    two rejecting the handshake);
 /// 2. `sensor crawl` from node 0, twice, into the store (tables `crawls`, `crawl_visits`,
@@ -495,9 +495,9 @@ async fn example_lab_database() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use sensor::crawl::lab::{Lab, LabSpec};
     use sensor::kaspa::{version::LocalVersion, wire::WireConnection};
     use sensor_core::network::Network;
+    use sensor_testkit::lab::{Lab, LabSpec};
 
     let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let work = tempfile::tempdir().unwrap();

@@ -10,12 +10,11 @@
 //!
 //! The parts: [`filter`] (which addresses may be dialled), [`visit`] (one visit), [`engine`]
 //! (frontier, politeness, bounds), [`error_class`], [`summary`], [`output`], [`propagation`],
-//! [`schedule`] (Nebula's revisit rule, for the continuous mode), [`progress`], and [`lab`] (a
-//! synthetic kaspa-p2p-lib network for tests and benchmarks).
+//! [`schedule`] (Nebula's revisit rule, for the continuous mode) and [`progress`]. The synthetic
+//! kaspa-p2p-lib network the tests and benchmarks crawl is test support, in `sensor_testkit::lab`.
 
 pub mod continuous;
 pub mod engine;
-pub mod lab;
 pub mod output;
 pub mod progress;
 pub mod propagation;

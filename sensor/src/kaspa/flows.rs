@@ -212,6 +212,12 @@ impl PeerFlows {
         Self { route: router.subscribe(types) }
     }
 
+    /// The next message on the route; `None` once the connection closed. For callers that serve
+    /// a connection themselves instead of [`PeerFlows::run`] (the test lab's nodes).
+    pub async fn recv(&mut self) -> Option<pb::KaspadMessage> {
+        self.route.recv().await
+    }
+
     /// Serves the peer after the handshake: Pong for Ping, `addresses` for RequestAddresses,
     /// everything else (including repeated handshake messages) counted and dropped. Runs until
     /// it disconnects, `hold_time` passes (`None` = no limit), or

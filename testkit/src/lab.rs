@@ -28,7 +28,7 @@ use kaspa_p2p_lib::{
 use kaspa_utils::networking::PeerId;
 use uuid::Uuid;
 
-use crate::kaspa::{
+use sensor::kaspa::{
     flows::{PeerFlows, keep_alive_reply},
     version::LocalVersion,
 };
@@ -189,7 +189,7 @@ async fn serve(router: Arc<Router>, mut flows: PeerFlows, pages: Arc<Vec<Vec<pb:
         let list = pages.get(n % pages.len().max(1)).cloned().unwrap_or_default();
         Payload::Addresses(AddressesMessage { address_list: list })
     };
-    while let Some(msg) = flows.route.recv().await {
+    while let Some(msg) = flows.recv().await {
         let reply = match msg.payload {
             Some(Payload::RequestAddresses(_)) if !pinged => {
                 (pinged, waiting) = (true, true);
