@@ -336,7 +336,9 @@ pub struct CrawlVisitRow {
     pub addresses_returned: u64,
 }
 
-/// The crawler's state of one address (table `crawl_nodes`), for the scheduler and tests.
+/// The crawler's state of one address (table `crawl_nodes`); only the store's tests read it (the
+/// scheduler reads `crawl_nodes` through [`Reader::crawl_schedule`]).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrawlNodeRow {
     pub address: String,
@@ -422,6 +424,7 @@ impl Reader {
     }
 
     /// The crawler's state of `address` (`IP:PORT` text), if it was ever learned.
+    #[cfg(test)]
     pub fn crawl_node(&self, address: &str) -> Result<Option<CrawlNodeRow>> {
         let row = self
             .conn

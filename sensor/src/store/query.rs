@@ -176,7 +176,9 @@ impl Reader {
     }
 
     /// `(classification, reason, peers)` over the peers' latest verdicts, sorted by
-    /// classification then reason. Unclassified peers are not included.
+    /// classification then reason. Unclassified peers are not included. Only the store's tests
+    /// read it.
+    #[cfg(test)]
     pub fn verdict_counts(&self) -> Result<Vec<(String, String, u64)>> {
         let mut stmt = self.conn.prepare(
             "SELECT classification, reason, count(*) FROM peers WHERE classification IS NOT NULL \
