@@ -41,6 +41,7 @@ WORKDIR /src
 # vendor/ is required: Cargo.toml's [patch.crates-io] points libp2p-swarm at vendor/.
 COPY Cargo.toml Cargo.lock ./
 COPY vendor ./vendor
+COPY core ./core
 COPY report ./report
 COPY sensor ./sensor
 COPY operator ./operator
