@@ -155,7 +155,7 @@ class DockerfileTest(unittest.TestCase):
         values = (REPO / "charts/p2p-sensor-operator/values.yaml").read_text()
         self.assertRegex(values, r"(?m)^\s+collector: 50051$")
         self.assertRegex(values, r"(?m)^\s+http: 8080$")
-        self.assertIn("METRICS_PORT: i32 = 9102", (REPO / "operator/src/fleet/sensor_config.rs").read_text())
+        self.assertIn("METRICS_PORT: i32 = 9102", (REPO / "operator/src/fleet/layout.rs").read_text())
         self.assertIn("METRICS_PORT: i32 = 9103", (REPO / "operator/src/fleet/punch.rs").read_text())
         self.assertIn("METRICS_PORT: i32 = 9104", (REPO / "operator/src/fleet/crawl.rs").read_text())
 
