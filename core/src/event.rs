@@ -12,7 +12,6 @@ use uuid::Uuid;
 use crate::{
     Label,
     connection::RejectReason,
-    timestamp::format_timestamp,
     verdict::{Classification, VerdictReason},
 };
 
@@ -131,12 +130,5 @@ impl Event {
             peer: PeerInfo::default(),
             probe: ProbeInfo::default(),
         }
-    }
-
-    /// The timestamp as fixed-width RFC 3339 UTC with nanoseconds
-    /// (`2026-11-21T04:26:00.123456789Z`): the stored and exported form. Fixed width makes text
-    /// order equal time order, which the store's `ORDER BY` and upserts rely on.
-    pub fn timestamp_rfc3339(&self) -> String {
-        format_timestamp(self.timestamp)
     }
 }

@@ -85,6 +85,7 @@ pub fn render(config: &Config, plan: &KeyPlan, header: &str) -> String {
 
 /// The `[name]` section of `config` as a renderer with `plan` writes it; `None` when the plan
 /// writes no key of it. For tests of the renderers' sections.
+#[cfg(test)]
 pub fn rendered_section(config: &Config, plan: &KeyPlan, name: &str) -> Option<toml::Table> {
     let table: toml::Table = render(config, plan, "").parse().ok()?;
     table.get(name)?.as_table().cloned()
